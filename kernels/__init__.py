@@ -1,0 +1,29 @@
+"""Numba kernels over plain arrays: no autograd, no Tensor, never imports tinyfcn.
+
+Notation, used in every kernel and wrapper:
+    N batch, C channels, H x W input height and width,
+    kH x kW kernel, sH x sW stride, pH x pW zero padding, dH x dW dilation,
+    H_out x W_out output height and width, L = H_out * W_out,
+    K = C * kH * kW rows of the column matrix.
+Kernels trust their callers: `tinyfcn.functional` validates every shape and
+index before a kernel runs.
+"""
+
+from tinyfcn.kernels.im2col import col2im, im2col
+from tinyfcn.kernels.pooling import (
+    max_pool2d,
+    max_pool2d_backward,
+    max_unpool2d,
+    max_unpool2d_backward,
+    unpool_nearest,
+    unpool_nearest_backward,
+    unpool_zeros,
+    unpool_zeros_backward,
+)
+from tinyfcn.kernels.shapes import conv_out_size, conv_transpose_out_size, pool_out_size
+
+__all__ = [
+    "col2im", "conv_out_size", "conv_transpose_out_size", "im2col", "max_pool2d",
+    "max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward", "pool_out_size",
+    "unpool_nearest", "unpool_nearest_backward", "unpool_zeros", "unpool_zeros_backward",
+]

@@ -80,7 +80,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             raise AssertionError(f"gradcheck: gradient of input {name} has shape {grad.shape}")
         original = x.data.copy()
 
-        def objective_at(delta):
+        def objective_at(delta, x=x, original=original):
             x.data = original + delta
             try:
                 return _objective(fn, inputs, upstream)
@@ -102,7 +102,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             for k in range(RANDOM_DIRECTIONS):
                 direction = rng.standard_normal(x.shape)
                 direction /= np.linalg.norm(direction)
-                numeric = (objective_at(eps * direction) - objective_at(-eps * direction)) / (2 * eps)
+                step = eps * direction
+                numeric = (objective_at(step) - objective_at(-step)) / (2 * eps)
                 projected = float(np.sum(grad * direction))
                 if abs(projected - numeric) > atol + rtol * abs(numeric):
                     _fail(name, f"random direction {k}", projected, numeric, "projection")

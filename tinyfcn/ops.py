@@ -134,8 +134,11 @@ class MatMul(Function):
         return a @ b
 
     def backward(self, g):
-        ga = unbroadcast(g @ np.swapaxes(self.b, -1, -2), self.a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(np.swapaxes(self.a, -1, -2) @ g, self.b.shape) if self.needs_grad[1] else None
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = unbroadcast(g @ np.swapaxes(self.b, -1, -2), self.a.shape)
+        if self.needs_grad[1]:
+            gb = unbroadcast(np.swapaxes(self.a, -1, -2) @ g, self.b.shape)
         return ga, gb
 
 

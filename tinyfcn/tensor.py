@@ -140,16 +140,17 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
-        fn = cls(**params)
+        """Run the op on `inputs` (Tensors or arrays) with keyword `params` for its constructor."""
+        return cls(**params)(*inputs)
+
+    def __call__(self, *inputs) -> Tensor:
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        needs_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
-        record = _grad_enabled and any(needs_grad)
-        fn.needs_grad = needs_grad
-        out = Tensor(fn.forward(*arrays))
-        if record:
-            fn.inputs = tuple(inputs)
+        self.needs_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        out = Tensor(np.asarray(self.forward(*arrays)))
+        if _grad_enabled and any(self.needs_grad):
+            self.inputs = tuple(inputs)
             out.requires_grad = True
-            out.creator = fn
+            out.creator = self
         return out
 
     def forward(self, *arrays):

@@ -1,0 +1,202 @@
+"""conv2d and conv_transpose2d: references, gradchecks, the matrix C and its transpose."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from reference import conv2d_ref, conv_transpose2d_ref, im2col_ref
+from tinyfcn.kernels import col2im, conv_transpose_out_size, im2col
+
+import tinyfcn.functional as F
+from tinyfcn import Tensor, gradcheck
+
+
+@st.composite
+def conv_cases(draw):
+    """(x shape, w shape, stride, padding, dilation) with a valid output."""
+    N, C, C_out = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kH, kW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    assume(H + 2 * padding[0] >= dilation[0] * (kH - 1) + 1)
+    assume(W + 2 * padding[1] >= dilation[1] * (kW - 1) + 1)
+    return (N, C, H, W), (C_out, C, kH, kW), stride, padding, dilation
+
+
+@given(conv_cases())
+def test_im2col_and_col2im_kernels_match_reference_and_are_adjoint(case):
+    rng = np.random.default_rng(0)
+    x_shape, w_shape, stride, padding, dilation = case
+    x = rng.standard_normal(x_shape)
+    kernel = w_shape[2:]
+    expected, (H_out, W_out) = im2col_ref(x, kernel, stride, padding, dilation)
+    col = im2col(x, *kernel, *stride, *padding, *dilation, H_out, W_out)
+    np.testing.assert_array_equal(col, expected)
+    y = rng.standard_normal(col.shape)
+    back = col2im(y, x_shape[1], *x_shape[2:], *kernel, *stride, *padding, *dilation,
+                  H_out, W_out)
+    # col2im is the adjoint (transpose) of im2col: <im2col(x), y> == <x, col2im(y)>
+    np.testing.assert_allclose(np.sum(col * y), np.sum(x * back), rtol=1e-10)
+
+
+@given(conv_cases(), st.booleans())
+def test_conv2d_matches_reference_and_gradchecks(case, with_bias):
+    rng = np.random.default_rng(1)
+    x_shape, w_shape, stride, padding, dilation = case
+    x = Tensor(rng.standard_normal(x_shape), requires_grad=True)
+    w = Tensor(rng.standard_normal(w_shape), requires_grad=True)
+    b = Tensor(rng.standard_normal(w_shape[0]), requires_grad=True) if with_bias else None
+    out = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    ref = conv2d_ref(x.data, w.data, None if b is None else b.data, stride, padding, dilation)
+    np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
+    inputs = [x, w] + ([b] if with_bias else [])
+    assert gradcheck(lambda *a: F.conv2d(*a, stride=stride, padding=padding,
+                                         dilation=dilation), inputs)
+
+
+@given(conv_cases(), st.data())
+def test_conv_transpose2d_matches_reference_and_gradchecks(case, data):
+    rng = np.random.default_rng(2)
+    (N, C, H, W), (C_out, _, kH, kW), stride, padding, dilation = case
+    output_padding = tuple(data.draw(st.integers(0, max(s, d) - 1))
+                           for s, d in zip(stride, dilation))
+    H_big = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1) + output_padding[0] + 1
+    W_big = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kW - 1) + output_padding[1] + 1
+    assume(H_big >= 1 and W_big >= 1)
+    x = Tensor(rng.standard_normal((N, C, H, W)), requires_grad=True)
+    w = Tensor(rng.standard_normal((C, C_out, kH, kW)), requires_grad=True)
+    b = Tensor(rng.standard_normal(C_out), requires_grad=True)
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
+                  dilation=dilation)
+    out = F.conv_transpose2d(x, w, b, **kwargs)
+    ref = conv_transpose2d_ref(x.data, w.data, b.data, **kwargs)
+    np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
+    assert gradcheck(lambda *a: F.conv_transpose2d(*a, **kwargs), [x, w, b])
+
+
+@given(conv_cases())
+def test_adjoint_identity_and_the_matrix_C(case):
+    """<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>; conv2d is C @ x, its transpose C.T @ y."""
+    rng = np.random.default_rng(3)
+    (N, C, H, W), w_shape, stride, padding, dilation = case
+    x = rng.standard_normal((1, C, H, W))
+    w = rng.standard_normal(w_shape)
+    y_data = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation).data
+    y = rng.standard_normal(y_data.shape)
+    # output_padding recovers the input size the strided conv rounded away
+    H_back = (y.shape[2] - 1) * stride[0] - 2 * padding[0] + dilation[0] * (w_shape[2] - 1) + 1
+    W_back = (y.shape[3] - 1) * stride[1] - 2 * padding[1] + dilation[1] * (w_shape[3] - 1) + 1
+    op = (H - H_back, W - W_back)
+    assume(all(o < max(s, d) for o, s, d in zip(op, stride, dilation)))
+    back = F.conv_transpose2d(y, w, stride=stride, padding=padding, output_padding=op,
+                              dilation=dilation).data
+    np.testing.assert_allclose(np.sum(y_data * y), np.sum(x * back), rtol=1e-9)
+    matrix = F.conv2d_matrix(w, (H, W), stride=stride, padding=padding, dilation=dilation)
+    np.testing.assert_allclose(matrix @ x.ravel(), y_data.ravel(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(matrix.T @ y.ravel(), back.ravel(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_4x16_matrix_of_the_fcn_review():
+    w = np.arange(1, 10, dtype=np.float64).reshape(1, 1, 3, 3)
+    matrix = F.conv2d_matrix(w, (4, 4))
+    assert matrix.shape == (4, 16)
+    # first output pixel reads the top-left 3x3 window: rows 0-2, columns 0-2 of the 4x4 input
+    expected_row0 = np.zeros((4, 4))
+    expected_row0[:3, :3] = w[0, 0]
+    np.testing.assert_array_equal(matrix[0].reshape(4, 4), expected_row0)
+    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4))
+    np.testing.assert_allclose(matrix @ x.ravel(), F.conv2d(x, w).data.ravel())
+    y = np.random.default_rng(1).standard_normal((1, 1, 2, 2))
+    np.testing.assert_allclose(matrix.T @ y.ravel(), F.conv_transpose2d(y, w).data.ravel())
+
+
+def test_pointwise_conv_is_a_matmul_over_channels():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((6, 5, 1, 1))
+    expected = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], x)
+    np.testing.assert_allclose(F.conv2d(x, w).data, expected)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((1, 2, 6, 6)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), requires_grad=True)
+    wt = Tensor(rng.standard_normal((3, 2, 4, 4)).astype(np.float32), requires_grad=True)
+    y = F.conv_transpose2d(F.conv2d(x, w, padding=1), wt, stride=2, padding=1)
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == w.grad.dtype == wt.grad.dtype == np.float32
+
+
+def test_non_contiguous_input_is_read_correctly():
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((1, 3, 8, 8))
+    x = base[:, :, ::-2, 1::2]  # negative strides, not contiguous
+    w = rng.standard_normal((2, 3, 3, 3))
+    np.testing.assert_allclose(F.conv2d(x, w, padding=1).data,
+                               conv2d_ref(np.ascontiguousarray(x), w, padding=(1, 1)))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: F.conv2d(x, w[:, :2]), "input channels"),
+    (lambda x, w: F.conv2d(x[:, :, :2, :2], w), "larger than the padded input"),
+    (lambda x, w: F.conv2d(x, w, stride=0), "stride must be >= 1"),
+    (lambda x, w: F.conv2d(x, w, dilation=-1), "dilation must be >= 1"),
+    (lambda x, w: F.conv2d(x, w, padding=-1), "padding must be >= 0"),
+    (lambda x, w: F.conv2d(x, w, bias=np.zeros(5)), r"bias must have shape \(4,\)"),
+    (lambda x, w: F.conv2d(x[0], w), "4-d"),
+    (lambda x, w: F.conv_transpose2d(x, w.transpose(1, 0, 2, 3), stride=2, output_padding=2),
+     "output_padding"),
+])
+def test_bad_input_gives_clear_error(call, message):
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((1, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    with pytest.raises(ValueError, match=message):
+        call(x, w)
+
+
+def test_dtype_mismatch_and_integer_input_raise_type_error():
+    w = np.zeros((1, 1, 3, 3))
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(np.zeros((1, 1, 4, 4), dtype=np.float32), w)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        F.conv2d(np.zeros((1, 1, 4, 4), dtype=np.int64), w)
+
+
+# ------------------------------------------------------------------ PyTorch oracle
+
+@given(conv_cases())
+def test_conv_ops_agree_with_pytorch(case):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x_shape, w_shape, stride, padding, dilation = case
+    x, w, b = (rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+               rng.standard_normal(w_shape[0]))
+    ours = [Tensor(v, requires_grad=True) for v in (x, w, b)]
+    theirs = [torch.tensor(v, requires_grad=True) for v in (x, w, b)]
+    out = F.conv2d(*ours, stride=stride, padding=padding, dilation=dilation)
+    ref = torch.nn.functional.conv2d(*theirs, stride=stride, padding=padding, dilation=dilation)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
+    # the transposed conv of the same weight, from the conv's output size
+    H_back, W_back = (conv_transpose_out_size(n, k, s, p, 0, d) for n, k, s, p, d in
+                      zip(out.shape[2:], w_shape[2:], stride, padding, dilation))
+    assume(H_back >= 1 and W_back >= 1)
+    y = rng.standard_normal(out.shape)
+    ours = [Tensor(v, requires_grad=True) for v in (y, w, rng.standard_normal(w_shape[1]))]
+    theirs = [torch.tensor(v.data, requires_grad=True) for v in ours]
+    out = F.conv_transpose2d(*ours, stride=stride, padding=padding, dilation=dilation)
+    ref = torch.nn.functional.conv_transpose2d(*theirs, stride=stride, padding=padding,
+                                               dilation=dilation)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
