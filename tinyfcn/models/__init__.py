@@ -1,0 +1,19 @@
+"""FCN-32s / 16s / 8s and a DeconvNet-style model; `build(config)` rebuilds one from
+the `config` dict every model carries (and every checkpoint stores)."""
+
+from tinyfcn.models.deconvnet import DeconvNet, deconvnet
+from tinyfcn.models.fcn import FCN, fcn8s, fcn16s, fcn32s
+
+MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "deconvnet": deconvnet}
+
+
+def build(config: dict):
+    """A fresh model from a `model.config` dict."""
+    config = dict(config)
+    name = config.pop("model", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name](**config)
+
+
+__all__ = ["FCN", "MODELS", "DeconvNet", "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s"]

@@ -1,0 +1,59 @@
+"""A DeconvNet / SegNet-style network: the decoder mirrors the encoder and undoes each
+pooling with max unpooling on that pooling's switches (Noh et al., ICCV 2015), so
+activations return to the exact positions their maxima came from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyfcn import functional as F
+from tinyfcn import ops
+from tinyfcn.functional._checks import as_tensor
+from tinyfcn.models.backbones import add_encoder, make_backbone, preprocess, run_encoder
+from tinyfcn.nn import Conv2d, Module
+
+
+class DeconvNet(Module):
+    def __init__(self, num_classes: int = 21, backbone: str = "lite", fc_width=None,
+                 dropout: float = 0.0):
+        if backbone != "lite":
+            raise ValueError("deconvnet is built on the lite backbone only")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone = make_backbone(backbone, fc_width)
+        self.num_classes, self.dropout = num_classes, dropout
+        self.config = {"model": "deconvnet", "num_classes": num_classes, "backbone": backbone,
+                       "fc_width": self.backbone.fc_width, "dropout": dropout}
+        add_encoder(self, self.backbone)
+        widths = [w for w, _ in self.backbone.blocks]
+        # back from fc7 to the width of pool5, then per block: unpool, two 3x3 convs that end
+        # at the width of the block below (mirror of the encoder)
+        self.deconv_fc = Conv2d(self.backbone.fc_width, widths[-1], 1)
+        for b in range(len(widths), 0, -1):
+            out = widths[b - 2] if b > 1 else widths[0]
+            setattr(self, f"deconv{b}_1", Conv2d(widths[b - 1], widths[b - 1], 3, padding=1))
+            setattr(self, f"deconv{b}_2", Conv2d(widths[b - 1], out, 3, padding=1))
+        self.score = Conv2d(widths[0], num_classes, 1)
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        return preprocess(self.backbone, images)
+
+    def forward(self, x):
+        x = as_tensor(x)
+        H, W = x.shape[2:]
+        m = self.backbone.pad_to
+        if H % m or W % m:
+            x = ops.pad(x, ((0, 0), (0, 0), (0, -H % m), (0, -W % m)))
+        _, h, switches, sizes = run_encoder(self, self.backbone, x, self.dropout,
+                                            return_indices=True)
+        h = F.relu(self.deconv_fc(h))
+        for b in range(len(switches), 0, -1):
+            h = F.max_unpool2d(h, switches[b - 1], 2, 2, output_size=sizes[b - 1])
+            h = F.relu(getattr(self, f"deconv{b}_1")(h))
+            h = F.relu(getattr(self, f"deconv{b}_2")(h))
+        return F.crop(self.score(h), 0, (H, W))
+
+
+def deconvnet(num_classes: int = 21, backbone: str = "lite", **kwargs) -> DeconvNet:
+    """DeconvNet-style encoder-decoder with max unpooling on the encoder's switches."""
+    return DeconvNet(num_classes, backbone, **kwargs)

@@ -1,0 +1,18 @@
+"""Modules and layers (PyTorch-style)."""
+
+from tinyfcn.nn import init
+from tinyfcn.nn.layers import (
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    MaxPool2d,
+    MaxUnpool2d,
+    ReLU,
+    Sequential,
+)
+from tinyfcn.nn.module import Module, Parameter
+
+__all__ = [
+    "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "MaxUnpool2d", "Module", "Parameter",
+    "ReLU", "Sequential", "init",
+]

@@ -1,0 +1,122 @@
+"""Optimizers (SGD with momentum and Nesterov, Adam) and the poly learning-rate schedule.
+
+Updates follow PyTorch's formulas exactly, in place on the parameters' arrays
+and in their dtype. `state_dict()` holds plain arrays and numbers, so it goes
+into a checkpoint with `tinyfcn.save`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        if lr < 0:
+            raise ValueError(f"learning rate lr must be >= 0, got {lr}")
+        self.lr = lr
+        self.state = [{} for _ in self.params]  # per parameter, by position
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        self.steps += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                self.update(p.data, p.grad, state)
+
+    def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr, "steps": self.steps,
+                "state": {str(i): dict(s) for i, s in enumerate(self.state)}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict["state"]
+        if len(saved) != len(self.params):
+            raise ValueError(f"optimizer state holds {len(saved)} parameters, "
+                             f"this optimizer has {len(self.params)}")
+        self.lr, self.steps = float(state_dict["lr"]), int(state_dict["steps"])
+        for i, p in enumerate(self.params):
+            self.state[i] = {k: np.array(v, dtype=p.dtype) for k, v in saved[str(i)].items()}
+
+
+class SGD(Optimizer):
+    """p -= lr * d, with d = g + weight_decay * p, then momentum (buf = m * buf + d) and
+    optionally Nesterov (d + m * buf), as torch.optim.SGD."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+
+    def update(self, param, grad, state):
+        d = grad + param.dtype.type(self.weight_decay) * param if self.weight_decay else grad
+        if self.momentum:
+            m = param.dtype.type(self.momentum)
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = d.copy()
+            else:
+                buf = state["momentum_buffer"]
+                buf *= m
+                buf += d
+            buf = state["momentum_buffer"]
+            d = d + m * buf if self.nesterov else buf
+        param -= param.dtype.type(self.lr) * d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction, as torch.optim.Adam (L2 weight decay)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def update(self, param, grad, state):
+        b1, b2 = self.betas
+        dtype = param.dtype.type
+        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= dtype(b1)
+        m += dtype(1 - b1) * g
+        v *= dtype(b2)
+        v += dtype(1 - b2) * g * g
+        step_size = self.lr / (1 - b1 ** self.steps)
+        denom = np.sqrt(v / dtype(1 - b2 ** self.steps)) + dtype(self.eps)
+        param -= dtype(step_size) * m / denom
+
+
+class PolyLR:
+    """lr = base_lr * (1 - step / total_steps) ** power, set on the optimizer at each step()."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, power: float = 0.9):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.optimizer, self.total_steps, self.power = optimizer, total_steps, power
+        self.base_lr, self.last_step = optimizer.lr, 0
+
+    def step(self) -> None:
+        self.last_step += 1
+        progress = min(self.last_step, self.total_steps) / self.total_steps
+        self.optimizer.lr = self.base_lr * (1 - progress) ** self.power
+
+    def state_dict(self) -> dict:
+        return {"base_lr": self.base_lr, "last_step": self.last_step,
+                "total_steps": self.total_steps, "power": self.power}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lr, self.last_step = float(state["base_lr"]), int(state["last_step"])
+        self.total_steps, self.power = int(state["total_steps"]), float(state["power"])
