@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "Tensor", "concatenate", "exp", "get_rng_state", "gradcheck",
-    "is_grad_enabled", "load", "log", "manual_seed", "no_grad", "ops", "pad", "relu", "save", "set_rng_state",
-    "sigmoid", "sqrt", "stack", "tanh",
+    "is_grad_enabled", "load", "log", "manual_seed", "no_grad", "ops", "pad", "relu", "save",
+    "set_rng_state", "sigmoid", "sqrt", "stack", "tanh",
 ]
