@@ -1,0 +1,294 @@
+"""Train an FCN on a PASCAL VOC-layout data set; with no arguments, on the built-in one.
+
+    python examples/train_voc_subset.py                       # FCN-8s-lite, built-in data
+    python examples/train_voc_subset.py --model fcn32s        # the coarse sibling
+    python examples/train_voc_subset.py --voc-root ~/VOCdevkit/VOC2012 --subset 200
+
+Writes to --out: metrics.json (one record per epoch), checkpoint-last.npz,
+checkpoint-best.npz (by validation mIoU), predictions/ (image | ground truth |
+prediction) and training-curve.png. Ctrl-C saves checkpoint-last.npz; --resume
+continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import tinyfcn
+import tinyfcn.functional as F
+from tinyfcn import models, optim
+from tinyfcn.data import DataError, VOCSegmentation, synthetic
+from tinyfcn.data.loader import batches_per_epoch, epoch_batches, subset_ids
+from tinyfcn.data.transforms import TrainAugment, resize
+from tinyfcn.data.visualize import panel, prediction_row, save_png, training_curve
+from tinyfcn.metrics import confusion_matrix, scores
+from tinyfcn.serialization import atomic_write
+
+PREVIEW_IMAGES = 4
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="Train an FCN (FCN-32s/16s/8s or DeconvNet) for semantic segmentation on "
+                    "a PASCAL VOC-layout data set. With no arguments it trains FCN-8s-lite on "
+                    "the built-in generated data set (no download) in a few minutes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--voc-root", type=Path, help="a VOC-layout folder (JPEGImages/, "
+                      "SegmentationClass/, ImageSets/Segmentation/); default: the built-in set")
+    data.add_argument("--data-dir", type=Path, default=None,
+                      help="where the built-in data set is generated and cached "
+                           f"(default {synthetic.default_root()})")
+    data.add_argument("--train-split", default="train", help="split file name for training")
+    data.add_argument("--val-split", default="val", help="split file name for validation")
+    data.add_argument("--subset", type=int, help="use N images of each split, chosen "
+                      "reproducibly from the seed")
+    data.add_argument("--scale", type=float, default=1.0,
+                      help="resize every image (and label) by this factor first")
+    data.add_argument("--crop-size", type=int, nargs=2, default=(96, 96), metavar=("H", "W"),
+                      help="training crop (random scale 0.75-1.25, crop, flip)")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="fcn8s", choices=sorted(models.MODELS))
+    model.add_argument("--backbone", default="lite", choices=["lite", "vgg16"],
+                       help="lite: the CPU-sized VGG; vgg16: FCN's own network")
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=24)
+    train.add_argument("--time-budget", type=float, default=330, metavar="SECONDS",
+                       help="stop training after this many seconds (then validate and save); "
+                            "0 for no limit")
+    train.add_argument("-b", "--batch-size", type=int, default=8)
+    train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
+    train.add_argument("--lr", type=float, default=None,
+                       help="base learning rate, decayed by the poly schedule "
+                            "(default 2e-3 for adam, 0.01 for sgd)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, default=Path("runs/latest"),
+                       help="output folder")
+    train.add_argument("--resume", type=Path, metavar="PATH",
+                       help="continue a run from its checkpoint: weights, optimizer, epoch "
+                            "and random state")
+    train.add_argument("--init-from", type=Path, metavar="PATH",
+                       help="start fresh from the weights of a checkpoint whose names and "
+                            "shapes match (staged training: 32s -> 16s -> 8s)")
+    train.add_argument("--eval-only", action="store_true",
+                       help="only validate the model of --resume / --init-from")
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = 2e-3 if args.optimizer == "adam" else 0.01
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.crop_size) < 1 or args.scale <= 0:
+        p.error("--crop-size and --scale must be positive")
+    return args
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _raise_interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def load_data(args):
+    if args.voc_root is None:
+        print("Preparing the built-in data set ...", flush=True)
+        root = synthetic.ensure(args.data_dir)
+    else:
+        root = args.voc_root
+    train = VOCSegmentation(root, args.train_split)
+    val = VOCSegmentation(root, args.val_split)
+    if train.class_names != val.class_names:
+        raise DataError(f"{root}: train and val splits disagree on class names")
+    if args.scale != 1.0:
+        train.transform = val.transform = lambda im, lab: resize(im, lab, args.scale)
+    train_ids = subset_ids(len(train), args.subset, args.seed)
+    val_ids = subset_ids(len(val), args.subset, args.seed + 1)
+    return root, train, val, train_ids, val_ids
+
+
+def evaluate(model, dataset, ids, num_classes):
+    """Confusion-matrix scores over whole validation images, and a few preview rows."""
+    model.eval()
+    hist = np.zeros((num_classes, num_classes), np.int64)
+    previews = []
+    with tinyfcn.no_grad():
+        for k, i in enumerate(ids):
+            image, label = dataset[int(i)]
+            pred = model(model.preprocess(image)).data[0].argmax(0)
+            hist += confusion_matrix(label, pred, num_classes)
+            if k < PREVIEW_IMAGES:
+                previews.append(prediction_row(image, label, pred.astype(np.uint8)))
+    model.train()
+    return scores(hist, list(dataset.class_names)), previews
+
+
+def print_table(record, class_names):
+    print(f"\nepoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  "
+          f"({record['seconds']:.0f} s)")
+    print(f"  {'pixel acc':>10} {'mean acc':>10} {'mean IoU':>10} {'fw IoU':>10}")
+    print(f"  {record['pixel_acc']:>10.3f} {record['mean_acc']:>10.3f} "
+          f"{record['mean_iou']:>10.3f} {record['fw_iou']:>10.3f}")
+    cells = [f"{name[:18]:<18} {'  -  ' if math.isnan(v) else f'{v:.3f}'}"
+             for name, v in record["per_class_iou"].items()]
+    for start in range(0, len(cells), 3):
+        print("  " + "   ".join(cells[start:start + 3]))
+    sys.stdout.flush()
+
+
+def save_checkpoint(path, model, opt, sched, state, class_names):
+    tinyfcn.save({"config": model.config, "class_names": list(class_names),
+                  "model": model.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "rng": tinyfcn.get_rng_state(),
+                  **state}, path)
+
+
+def build_optimizer(args, model, total_steps):
+    if args.optimizer == "adam":
+        opt = optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    return opt, optim.PolyLR(opt, total_steps)
+
+
+def init_from(model, path):
+    ckpt = tinyfcn.load(path)
+    weights = ckpt.get("model", ckpt)  # a tinyfcn checkpoint, or a plain state dict (.pth)
+    own = model.state_dict()
+    matching = {k: v for k, v in weights.items() if k in own and np.shape(v) == own[k].shape}
+    model.load_state_dict(matching, strict=False)
+    print(f"Initialised {len(matching)} of {len(own)} parameter arrays from {path}")
+
+
+def run(args):
+    root, train, val, train_ids, val_ids = load_data(args)
+    class_names = train.class_names
+    num_classes = len(class_names)
+    tinyfcn.manual_seed(args.seed)
+    state = {"epoch": 0, "step_in_epoch": 0, "history": [], "best_miou": -1.0,
+             "seed": args.seed}
+    if args.resume:
+        ckpt = tinyfcn.load(args.resume)
+        model = models.build(ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+        if list(ckpt["class_names"]) != list(class_names):
+            raise DataError(f"{args.resume}: checkpoint classes differ from the data set's")
+    else:
+        model = models.MODELS[args.model](num_classes, backbone=args.backbone)
+    if args.init_from:
+        init_from(model, args.init_from)
+    steps_per_epoch = batches_per_epoch(len(train_ids), args.batch_size)
+    if steps_per_epoch == 0:
+        raise DataError(f"{root}: {len(train_ids)} training images are fewer than one batch "
+                        f"of {args.batch_size}")
+    opt, sched = build_optimizer(args, model, args.epochs * steps_per_epoch)
+    if args.resume:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        tinyfcn.set_rng_state(ckpt["rng"])
+        state.update({k: ckpt[k] for k in state})
+        print(f"Resuming {args.resume} at epoch {state['epoch'] + 1}, "
+              f"step {state['step_in_epoch']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    print(f"{type(model).__name__} {model.config['model']} ({model.config['backbone']}), "
+          f"{sum(p.size for p in model.parameters()) / 1e6:.2f} M parameters; "
+          f"{len(train_ids)} train / {len(val_ids)} val images of {root}; "
+          f"{num_classes} classes", flush=True)
+    if args.eval_only:
+        result, previews = evaluate(model, val, val_ids, num_classes)
+        record = {"epoch": state["epoch"], "train_loss": float("nan"), **result, "seconds": 0.0}
+        print_table(record, class_names)
+        save_png(args.out / "predictions" / "eval.png", panel(previews))
+        return 0
+
+    augment = TrainAugment(args.crop_size)
+    start_time = time.time()
+    budget = args.time_budget or float("inf")
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        epoch_start, losses = time.time(), []
+        skip = state["step_in_epoch"]
+        batches = epoch_batches(train, train_ids, args.batch_size, augment, args.seed, epoch,
+                                skip=skip)
+        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
+                   unit="batch", leave=False, dynamic_ncols=True)
+        step = skip
+        try:
+            for images, labels in bar:
+                t0 = time.time()
+                opt.zero_grad()
+                loss = F.cross_entropy(model(model.preprocess(images)), labels)
+                if not np.isfinite(loss.data):
+                    bar.close()
+                    print(f"error: loss is {float(loss.data)} at epoch {epoch}, step {step + 1}; "
+                          f"stopping. The last good checkpoint is kept in {args.out}.")
+                    return 1
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                losses.append(float(loss.data))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}",
+                                img_s=f"{len(images) / (time.time() - t0):.1f}")
+                if time.time() - start_time > budget:
+                    break
+        except (KeyboardInterrupt, Interrupted) as e:
+            bar.close()
+            state.update(epoch=epoch - 1, step_in_epoch=step)
+            save_checkpoint(args.out / "checkpoint-last.npz", model, opt, sched, state,
+                            class_names)
+            print(f"\nInterrupted ({e or 'SIGINT'}) at epoch {epoch}, step {step}: saved "
+                  f"{args.out / 'checkpoint-last.npz'}; continue with --resume")
+            return 130
+        bar.close()
+        state["step_in_epoch"] = 0
+        result, previews = evaluate(model, val, val_ids, num_classes)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  **result, "seconds": time.time() - epoch_start}
+        state["history"].append(record)
+        state["epoch"] = epoch
+        print_table(record, class_names)
+        save_checkpoint(args.out / "checkpoint-last.npz", model, opt, sched, state, class_names)
+        if result["mean_iou"] > state["best_miou"]:
+            state["best_miou"] = result["mean_iou"]
+            save_checkpoint(args.out / "checkpoint-best.npz", model, opt, sched, state,
+                            class_names)
+        history_json = json.dumps(state["history"], indent=1).encode()
+        atomic_write(args.out / "metrics.json", lambda f, data=history_json: f.write(data))
+        save_png(args.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
+        training_curve(state["history"], args.out / "training-curve.png")
+        if time.time() - start_time > budget:
+            print(f"Time budget of {args.time_budget:.0f} s reached after epoch {epoch}.")
+            break
+    best = max(state["history"], key=lambda r: r["mean_iou"], default=None)
+    total = time.time() - start_time
+    if best:
+        print(f"\nDone in {total / 60:.1f} min. Best val mIoU {best['mean_iou']:.3f} "
+              f"(epoch {best['epoch']}); outputs in {args.out}/")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run(args)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+class DataError(ValueError):
+    """A problem with a data set file; the message names the file."""

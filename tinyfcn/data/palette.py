@@ -1,0 +1,88 @@
+"""The PASCAL VOC colour map and palette-PNG label files (class index per pixel, 255 = void)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tinyfcn.data.errors import DataError
+from tinyfcn.serialization import atomic_write
+
+VOID = 255
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """(n, 3) uint8: VOC's colours, from the bits of the class index (the devkit's bitget)."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+COLORMAP = voc_colormap()
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 RGB in the VOC colours (void is cream)."""
+    return COLORMAP[np.asarray(label, dtype=np.uint8)]
+
+
+def read_label(path) -> np.ndarray:
+    """(H, W) uint8 class indices from a palette (or greyscale) PNG."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise DataError(f"{path}: label must be a palette or greyscale PNG of class "
+                                f"indices, got mode {im.mode}")
+            return np.array(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file is missing") from None
+    except (OSError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read label ({e})") from None
+
+
+def read_image(path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.array(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except (OSError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_label(path, label: np.ndarray) -> None:
+    """Write class indices as a palette PNG with the VOC colours, atomically."""
+    image = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
+    image.putpalette(COLORMAP.ravel().tolist())
+    data = _png_bytes(image)
+    atomic_write(Path(path), lambda f: f.write(data))
+
+
+def write_image(path, image: np.ndarray, quality: int = 92) -> None:
+    """Write an RGB image (JPEG or PNG by suffix), atomically."""
+    buffer = io.BytesIO()
+    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        pil.save(buffer, format="JPEG", quality=quality)
+    else:
+        pil.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    atomic_write(Path(path), lambda f: f.write(data))

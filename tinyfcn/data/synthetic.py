@@ -1,0 +1,213 @@
+"""The built-in data set: procedurally drawn scenes in the PASCAL VOC layout.
+
+A fair miniature of VOC that needs no download. 21 classes: background and 20
+object classes, each a pair (shape, texture) of 5 shapes x 4 textures, with
+colours drawn at random, so no class can be told by colour alone: a net must
+see shape (spatial context) and texture (fine detail). Each scene has several
+objects at random scale and rotation that occlude each other, small objects
+and thin bars, a cluttered textured background, and a void band (255) along
+object borders as in VOC. Image sizes vary.
+
+`ensure(root)` generates the set once, verifies it against its manifest on
+later calls and regenerates it if anything is missing or damaged. Generation
+is deterministic: the same seed writes the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from tinyfcn.data.palette import VOID, write_image, write_label
+from tinyfcn.serialization import atomic_write
+
+GENERATOR_VERSION = 1
+SHAPES = ("disk", "square", "triangle", "cross", "bar")
+TEXTURES = ("plain", "stripes", "checker", "dots")
+CLASS_NAMES = ("background",) + tuple(f"{t}-{s}" for s in SHAPES for t in TEXTURES)
+DEFAULT_SIZES = {"train": 480, "val": 120}
+
+
+def default_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "tinyfcn" / f"synthetic-v{GENERATOR_VERSION}"
+
+
+# ------------------------------------------------------------------- drawing
+
+def _polygon(shape: str, cx: float, cy: float, size: float, angle: float, rng) -> list:
+    """Vertices of a shape of about `size` pixels across, rotated by `angle`."""
+    r = size / 2
+    if shape == "disk":
+        t = np.linspace(0, 2 * np.pi, 28, endpoint=False)
+        aspect = rng.uniform(0.8, 1.0)
+        pts = np.stack([r * np.cos(t), r * aspect * np.sin(t)], 1)
+    elif shape == "square":
+        pts = np.array([[-r, -r], [r, -r], [r, r], [-r, r]]) * 0.85
+    elif shape == "triangle":
+        t = np.array([-90, 30, 150]) * np.pi / 180
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1) * 1.1
+    elif shape == "cross":
+        a, b = r, r * 0.36
+        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
+                        [-b, b], [-a, b], [-a, -b], [-b, -b]])
+    else:  # a thin bar: long and a few pixels wide
+        half_width = rng.uniform(2.5, 4.0)
+        pts = np.array([[-r * 1.4, -half_width], [r * 1.4, -half_width],
+                        [r * 1.4, half_width], [-r * 1.4, half_width]])
+    c, s = np.cos(angle), np.sin(angle)
+    rotated = pts @ np.array([[c, s], [-s, c]])
+    return [(cx + x, cy + y) for x, y in rotated]
+
+
+def _texture(kind: str, H: int, W: int, cx, cy, angle, period, rng) -> np.ndarray:
+    """(H, W) in {0, 1}: which of the object's two colours each pixel takes."""
+    y, x = np.mgrid[:H, :W].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    u = (x - cx) * c + (y - cy) * s
+    v = -(x - cx) * s + (y - cy) * c
+    if kind == "plain":
+        return np.zeros((H, W), np.float32)
+    if kind == "stripes":
+        return (np.floor(u / period) % 2).astype(np.float32)
+    if kind == "checker":
+        return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+    # dots: small discs on a grid
+    p = period * 2
+    du, dv = (u % p) - p / 2, (v % p) - p / 2
+    return (du * du + dv * dv < (p * 0.3) ** 2).astype(np.float32)
+
+
+def _random_colour(rng) -> np.ndarray:
+    return rng.uniform(20, 235, 3)
+
+
+def _background(H: int, W: int, rng) -> np.ndarray:
+    """Smooth colour blobs plus random thin lines and noise: clutter that is not an object."""
+    small = rng.uniform(40, 200, (max(H // 16, 2), max(W // 16, 2), 3)).astype(np.uint8)
+    base = np.array(Image.fromarray(small).resize((W, H), Image.BICUBIC), dtype=np.float32)
+    canvas = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rng.integers(3, 8)):
+        x0, y0 = rng.uniform(0, W), rng.uniform(0, H)
+        x1, y1 = x0 + rng.uniform(-40, 40), y0 + rng.uniform(-40, 40)
+        draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in _random_colour(rng)),
+                  width=1)
+    for _ in range(rng.integers(2, 5)):  # soft blobs
+        x0, y0, d = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(6, 20)
+        draw.ellipse([x0, y0, x0 + d, y0 + d * rng.uniform(0.5, 1.5)],
+                     fill=tuple(int(v) for v in _random_colour(rng)))
+    canvas = canvas.filter(ImageFilter.GaussianBlur(1.2))
+    return np.array(canvas, dtype=np.float32)
+
+
+def _void_band(label: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within `radius` of a border between two different classes."""
+    H, W = label.shape
+    padded = np.pad(label, radius, mode="edge")
+    border = np.zeros((H, W), bool)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            shifted = padded[radius + dy:radius + dy + H, radius + dx:radius + dx + W]
+            border |= shifted != label
+    return border
+
+
+def draw_scene(rng: np.random.Generator, min_size: int = 88, max_size: int = 136):
+    """One (image uint8 (H, W, 3), label uint8 (H, W)) scene."""
+    H, W = (int(v) for v in rng.integers(min_size, max_size + 1, 2))
+    image = _background(H, W, rng)
+    label = np.zeros((H, W), np.uint8)
+    for _ in range(rng.integers(2, 6)):
+        cls = int(rng.integers(1, len(CLASS_NAMES)))
+        shape, texture = SHAPES[(cls - 1) // 4], TEXTURES[(cls - 1) % 4]
+        small = rng.random() < 0.3
+        size = rng.uniform(12, 20) if small else rng.uniform(22, 46)
+        cx, cy = rng.uniform(0.1 * W, 0.9 * W), rng.uniform(0.1 * H, 0.9 * H)
+        angle = rng.uniform(0, 2 * np.pi)
+        mask_image = Image.new("L", (W, H), 0)
+        ImageDraw.Draw(mask_image).polygon(_polygon(shape, cx, cy, size, angle, rng), fill=1)
+        mask = np.array(mask_image, bool)
+        if mask.sum() < 12:
+            continue
+        a = _random_colour(rng)
+        b = a + rng.choice([-1, 1]) * rng.uniform(70, 110)  # second colour: clear contrast
+        b = b.clip(0, 255)
+        pattern = _texture(texture, H, W, cx, cy, rng.uniform(0, np.pi), rng.choice([2, 3]),
+                           rng)[..., None]
+        object_pixels = a * (1 - pattern) + b * pattern
+        image[mask] = object_pixels[mask]
+        label[mask] = cls  # later objects occlude earlier ones
+    void = _void_band(label, radius=1)
+    image += rng.normal(0, 6, image.shape)  # sensor noise
+    label = np.where(void, VOID, label).astype(np.uint8)
+    return image.clip(0, 255).astype(np.uint8), label
+
+
+# --------------------------------------------------------------- the data set
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate(root, sizes=None, seed: int = 0) -> Path:
+    """Write the data set into `root` (VOC layout + manifest.json); returns `root`.
+
+    It is written to a temporary folder beside `root` and moved into place, so an
+    interrupted generation never leaves a half-written data set."""
+    root = Path(root)
+    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "ImageSets" / "Segmentation").mkdir(parents=True)
+    files = {}
+    for split_index, (split, count) in enumerate(sorted(sizes.items())):
+        rng = np.random.default_rng([seed, split_index])
+        ids = [f"{split}_{i:05d}" for i in range(count)]
+        for image_id in ids:
+            image, label = draw_scene(rng)
+            write_image(tmp / "JPEGImages" / f"{image_id}.jpg", image)
+            write_label(tmp / "SegmentationClass" / f"{image_id}.png", label)
+        (tmp / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    (tmp / "class_names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(tmp))] = _sha256(path)
+    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "sizes": sizes,
+                "files": files}
+    atomic_write(tmp / "manifest.json", lambda f: f.write(json.dumps(manifest).encode()))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def verify(root, sizes=None, seed: int = 0) -> bool:
+    """True if `root` holds exactly the data set `generate(root, sizes, seed)` would write."""
+    root = Path(root)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
+    if (manifest.get("generator_version"), manifest.get("seed"), manifest.get("sizes")) != (
+            GENERATOR_VERSION, seed, sizes):
+        return False
+    for name, digest in manifest.get("files", {}).items():
+        path = root / name
+        if not path.is_file() or _sha256(path) != digest:
+            return False
+    return bool(manifest.get("files"))
+
+
+def ensure(root=None, sizes=None, seed: int = 0) -> Path:
+    """The data set at `root` (default: the user's cache), generated or repaired if needed."""
+    root = default_root() if root is None else Path(root)
+    if not verify(root, sizes, seed):
+        generate(root, sizes, seed)
+    return root
