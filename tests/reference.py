@@ -75,7 +75,7 @@ def max_unpool2d_ref(x, idx, out_hw):
 
 
 def im2col_ref(x, kernel, stride, padding, dilation):
-    """Columns (N, C*kH*kW, L) read straight from the padded input."""
+    """Columns (C*kH*kW, N*L) read straight from the padded input."""
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW), (dH, dW) = kernel, stride, padding, dilation
     xp = np.pad(x, ((0, 0), (0, 0), (pH, pH), (pW, pW)))
@@ -86,7 +86,8 @@ def im2col_ref(x, kernel, stride, padding, dilation):
         for j in range(kW):
             col[:, :, i, j] = xp[:, :, i * dH:i * dH + sH * (H_out - 1) + 1:sH,
                                  j * dW:j * dW + sW * (W_out - 1) + 1:sW]
-    return col.reshape(N, C * kH * kW, H_out * W_out), (H_out, W_out)
+    col = col.reshape(N, C * kH * kW, H_out * W_out).transpose(1, 0, 2)
+    return col.reshape(C * kH * kW, N * H_out * W_out), (H_out, W_out)
 
 
 def cross_entropy_ref(logits, target, ignore_index=255):

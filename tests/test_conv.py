@@ -35,7 +35,7 @@ def test_im2col_and_col2im_kernels_match_reference_and_are_adjoint(case):
     col = im2col(x, *kernel, *stride, *padding, *dilation, H_out, W_out)
     np.testing.assert_array_equal(col, expected)
     y = rng.standard_normal(col.shape)
-    back = col2im(y, x_shape[1], *x_shape[2:], *kernel, *stride, *padding, *dilation,
+    back = col2im(y, *x_shape, *kernel, *stride, *padding, *dilation,
                   H_out, W_out)
     # col2im is the adjoint (transpose) of im2col: <im2col(x), y> == <x, col2im(y)>
     np.testing.assert_allclose(np.sum(col * y), np.sum(x * back), rtol=1e-10)

@@ -1,6 +1,7 @@
 """tinyfcn: a from-scratch autograd engine in NumPy + Numba for Fully Convolutional Networks."""
 
 from tinyfcn import ops
+from tinyfcn._memory import keep_freed_buffers
 from tinyfcn.gradcheck import gradcheck
 from tinyfcn.ops import concatenate, exp, log, pad, relu, sigmoid, sqrt, stack, tanh
 from tinyfcn.random import get_rng_state, manual_seed, set_rng_state
@@ -8,6 +9,8 @@ from tinyfcn.serialization import load, save
 from tinyfcn.tensor import Function, Tensor, is_grad_enabled, no_grad
 
 __version__ = "0.1.0"
+
+keep_freed_buffers()
 
 __all__ = [
     "Function", "Tensor", "concatenate", "exp", "get_rng_state", "gradcheck",

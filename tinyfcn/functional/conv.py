@@ -1,19 +1,21 @@
 """Convolution as a matrix multiply, and transposed convolution as its transpose.
 
-For one image, conv2d is `y = W @ im2col(x)` with W of shape (C_out, K) and
-the column matrix of shape (K, L). Read the same two products the other way:
+For a batch, conv2d is `Y = W @ im2col(X)`: W is (C_out, K), the column matrix
+(K, N*L), Y (C_out, N*L), one GEMM per layer. Read the same products the other
+way round:
 
-    conv2d forward           y  = W   @ im2col(x)        (_im2col_gemm)
-    conv2d input gradient    gx = col2im(W.T @ gy)       (_gemm_col2im)
-    conv2d weight gradient   gW = gy @ im2col(x).T       (_weight_grad)
+    conv2d forward           Y  = W   @ im2col(X)        (_im2col_gemm)
+    conv2d input gradient    gX = col2im(W.T @ gY)       (_gemm_col2im)
+    conv2d weight gradient   gW = gY @ im2col(X).T
 
-    conv_transpose2d forward           y  = col2im(W.T @ x)     (_gemm_col2im)
-    conv_transpose2d input gradient    gx = W @ im2col(gy)      (_im2col_gemm)
-    conv_transpose2d weight gradient   gW = x @ im2col(gy).T    (_weight_grad)
+    conv_transpose2d forward           Y  = col2im(W.T @ X)     (_gemm_col2im)
+    conv_transpose2d input gradient    gX = W @ im2col(gY)      (_im2col_gemm)
+    conv_transpose2d weight gradient   gW = X @ im2col(gY).T
 
 so the transposed convolution is multiplication by C.T, where C is the matrix
 of the convolution (`conv2d_matrix`), and both ops share one pair of kernels.
-Notation as in `tinyfcn.kernels`.
+Activations are NCHW; `_rows` / `_unrows` move the channel axis in front of the
+batch for the GEMMs, (N, C, H, W) <-> (C, N*H*W). Notation as in `tinyfcn.kernels`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tinyfcn.tensor import Function
 
 @dataclass(frozen=True)
 class Geometry:
-    """A convolution from an image (C, H, W) to columns (C*kH*kW, H_out*W_out)."""
+    """A convolution from images (N, C, H, W) to columns (C*kH*kW, N*H_out*W_out)."""
 
     C: int
     H: int
@@ -57,37 +59,48 @@ class Geometry:
         return (self.kH, self.kW, self.sH, self.sW, self.pH, self.pW) == (1, 1, 1, 1, 0, 0)
 
     def im2col(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) -> (N, K, L)."""
+        """(N, C, H, W) -> (K, N*L)."""
         if self.is_pointwise:
-            return x.reshape(x.shape[0], self.C, self.H * self.W)
+            return _rows(x)
         return im2col(np.ascontiguousarray(x), self.kH, self.kW, self.sH, self.sW, self.pH,
                       self.pW, self.dH, self.dW, self.H_out, self.W_out)
 
     def col2im(self, col: np.ndarray) -> np.ndarray:
-        """(N, K, L) -> (N, C, H, W)."""
+        """(K, N*L) -> (N, C, H, W)."""
+        N = col.shape[1] // (self.H_out * self.W_out)
         if self.is_pointwise:
-            return col.reshape(col.shape[0], self.C, self.H, self.W)
-        return col2im(col, self.C, self.H, self.W, self.kH, self.kW, self.sH, self.sW,
+            return _unrows(col, N, self.H, self.W)
+        return col2im(col, N, self.C, self.H, self.W, self.kH, self.kW, self.sH, self.sW,
                       self.pH, self.pW, self.dH, self.dW, self.H_out, self.W_out)
 
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (C, N*H*W), contiguous."""
+    N, C = a.shape[:2]
+    return np.ascontiguousarray(a.reshape(N, C, -1).transpose(1, 0, 2)).reshape(C, -1)
+
+
+def _unrows(a: np.ndarray, N: int, H: int, W: int, bias=None) -> np.ndarray:
+    """(C, N*H*W) -> (N, C, H, W), contiguous, adding a per-channel bias in the same pass."""
+    C = a.shape[0]
+    view = a.reshape(C, N, H * W).transpose(1, 0, 2)
+    out = np.empty((N, C, H * W), dtype=a.dtype)
+    if bias is None:
+        out[...] = view
+    else:
+        np.add(view, bias[:, None], out=out)
+    return out.reshape(N, C, H, W)
+
+
 def _im2col_gemm(x: np.ndarray, w2: np.ndarray, geo: Geometry):
-    """(N, C, H, W) -> ((N, C_out, L), col (N, K, L))."""
+    """(N, C, H, W) -> (Y (C_out, N*L), col (K, N*L))."""
     col = geo.im2col(x)
-    return np.matmul(w2, col), col  # (C_out, K) @ (N, K, L) -> (N, C_out, L)
+    return w2 @ col, col  # (C_out, K) @ (K, N*L) -> (C_out, N*L)
 
 
 def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
-    """(N, C_out, L) -> (N, C, H, W)."""
-    return geo.col2im(np.matmul(w2.T, y))  # (K, C_out) @ (N, C_out, L) -> (N, K, L)
-
-
-def _weight_grad(a: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """sum over n of a[n] @ col[n].T: (N, C_out, L), (N, K, L) -> (C_out, K)."""
-    grad = a[0] @ col[0].T
-    for n in range(1, a.shape[0]):
-        grad += a[n] @ col[n].T
-    return grad
+    """(C_out, N*L) -> (N, C, H, W)."""
+    return geo.col2im(w2.T @ y)  # (K, C_out) @ (C_out, N*L) -> (K, N*L)
 
 
 class Conv2d(Function):
@@ -98,19 +111,17 @@ class Conv2d(Function):
         N, C_out = x.shape[0], w.shape[0]
         w2 = w.reshape(C_out, -1)
         y, col = _im2col_gemm(x, w2, self.geo)
-        if b is not None:
-            y += b[:, None]
         self.w2 = w2 if self.needs_grad[0] else None  # keep only what backward needs
         self.col = col if self.needs_grad[1] else None
         self.w_shape = w.shape
-        return y.reshape(N, C_out, self.geo.H_out, self.geo.W_out)
+        return _unrows(y, N, self.geo.H_out, self.geo.W_out, b)
 
     def backward(self, g):
-        N, C_out = g.shape[:2]
-        g2 = g.reshape(N, C_out, -1)
+        g2 = _rows(g)                                              # (C_out, N*L)
         gx = _gemm_col2im(g2, self.w2, self.geo) if self.needs_grad[0] else None
-        gw = _weight_grad(g2, self.col).reshape(self.w_shape) if self.needs_grad[1] else None
-        gb = g.sum(axis=(0, 2, 3)) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        gw = (g2 @ self.col.T).reshape(self.w_shape) if self.needs_grad[1] else None
+        gb = g2.sum(axis=1) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        self.col = None  # the largest buffer of the step: free it as soon as it is used
         return gx, gw, gb
 
 
@@ -121,22 +132,21 @@ class ConvTranspose2d(Function):
         self.geo = geo  # image side = this op's output, column side = this op's input
 
     def forward(self, x, w, b=None):
-        N, C_in = x.shape[:2]
+        C_in = x.shape[1]
         w2 = w.reshape(C_in, -1)  # (C_in, C_out*kH*kW): the transposed conv's (C_out, K)
-        y = _gemm_col2im(x.reshape(N, C_in, -1), w2, self.geo)
+        x2 = _rows(x)                                              # (C_in, N*L)
+        y = _gemm_col2im(x2, w2, self.geo)
         if b is not None:
             y += b[:, None, None]
         self.w2, self.w_shape = w2, w.shape
-        self.x = x if self.needs_grad[1] else None
+        self.x2 = x2 if self.needs_grad[1] else None
         return y
 
     def backward(self, g):
-        N, C_in = g.shape[0], self.w_shape[0]
-        gx, col = _im2col_gemm(g, self.w2, self.geo)
-        gx = gx.reshape(N, C_in, self.geo.H_out, self.geo.W_out) if self.needs_grad[0] else None
-        gw = None
-        if self.needs_grad[1]:
-            gw = _weight_grad(self.x.reshape(N, C_in, -1), col).reshape(self.w_shape)
+        N = g.shape[0]
+        gx2, col = _im2col_gemm(g, self.w2, self.geo)              # (C_in, N*L), (K, N*L)
+        gx = _unrows(gx2, N, self.geo.H_out, self.geo.W_out) if self.needs_grad[0] else None
+        gw = (self.x2 @ col.T).reshape(self.w_shape) if self.needs_grad[1] else None
         gb = g.sum(axis=(0, 2, 3)) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
 
