@@ -175,8 +175,9 @@ def run(args):
     class_names = train.class_names
     num_classes = len(class_names)
     tinyfcn.manual_seed(args.seed)
-    state = {"epoch": 0, "step_in_epoch": 0, "history": [], "best_miou": -1.0,
-             "seed": args.seed}
+    # everything a resumed run needs to continue exactly (saved in every checkpoint)
+    state = {"epoch": 0, "step_in_epoch": 0, "epoch_losses": [], "history": [],
+             "best_miou": -1.0, "seed": args.seed}
     if args.resume:
         ckpt = tinyfcn.load(args.resume)
         model = models.build(ckpt["config"])
@@ -188,10 +189,10 @@ def run(args):
     if args.init_from:
         init_from(model, args.init_from)
     steps_per_epoch = batches_per_epoch(len(train_ids), args.batch_size)
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0 and not args.eval_only:
         raise DataError(f"{root}: {len(train_ids)} training images are fewer than one batch "
                         f"of {args.batch_size}")
-    opt, sched = build_optimizer(args, model, args.epochs * steps_per_epoch)
+    opt, sched = build_optimizer(args, model, max(args.epochs * steps_per_epoch, 1))
     if args.resume:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -216,7 +217,7 @@ def run(args):
     start_time = time.time()
     budget = args.time_budget or float("inf")
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        epoch_start, losses = time.time(), []
+        epoch_start, losses = time.time(), list(state["epoch_losses"])
         skip = state["step_in_epoch"]
         batches = epoch_batches(train, train_ids, args.batch_size, augment, args.seed, epoch,
                                 skip=skip)
@@ -244,14 +245,14 @@ def run(args):
                     break
         except (KeyboardInterrupt, Interrupted) as e:
             bar.close()
-            state.update(epoch=epoch - 1, step_in_epoch=step)
+            state.update(epoch=epoch - 1, step_in_epoch=step, epoch_losses=losses)
             save_checkpoint(args.out / "checkpoint-last.npz", model, opt, sched, state,
                             class_names)
             print(f"\nInterrupted ({e or 'SIGINT'}) at epoch {epoch}, step {step}: saved "
                   f"{args.out / 'checkpoint-last.npz'}; continue with --resume")
             return 130
         bar.close()
-        state["step_in_epoch"] = 0
+        state.update(step_in_epoch=0, epoch_losses=[])
         result, previews = evaluate(model, val, val_ids, num_classes)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                   **result, "seconds": time.time() - epoch_start}

@@ -1,0 +1,109 @@
+"""examples/train_voc_subset.py end to end at toy size, on a VOC-layout fixture."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_metrics import write_voc_fixture
+
+import tinyfcn
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_voc_subset.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_voc_subset", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TOY = ["--crop-size", "32", "32", "-b", "2", "--time-budget", "0", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return write_voc_fixture(tmp_path_factory.mktemp("data") / "voc", num_classes=4, n=4)
+
+
+def test_trains_on_any_voc_layout_and_writes_every_output(voc, tmp_path, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    assert train.main(["--voc-root", str(voc), "--epochs", "2", "--out", str(out), *TOY]) == 0
+    records = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert set(r) >= {"epoch", "train_loss", "pixel_acc", "mean_acc", "mean_iou", "fw_iou",
+                          "per_class_iou", "seconds"}
+        assert 0 <= r["pixel_acc"] <= 1 and list(r["per_class_iou"]) == [f"class{i}"
+                                                                          for i in range(4)]
+    for name in ("checkpoint-last.npz", "checkpoint-best.npz", "training-curve.png",
+                 "predictions/epoch-002.png"):
+        assert (out / name).is_file(), name
+    ckpt = tinyfcn.load(out / "checkpoint-last.npz")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["num_classes"] == 4
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed and "class3" in printed
+
+
+@pytest.mark.parametrize("interrupt_at", [1, 3])  # in epoch 1, and in epoch 2 of 2 steps each
+def test_interrupted_and_resumed_run_equals_one_run(voc, tmp_path, monkeypatch, interrupt_at):
+    train = load_script()
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    base = ["--voc-root", str(voc), *TOY, "--seed", "5", "--epochs", "2"]
+    assert train.main([*base, "--out", str(whole)]) == 0
+
+    calls = {"n": 0}
+    real_loss = train.F.cross_entropy
+
+    def loss_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == interrupt_at + 1:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train.F, "cross_entropy", loss_then_ctrl_c)
+    assert train.main([*base, "--out", str(part)]) == 130
+    monkeypatch.undo()
+    assert train.main([*base, "--out", str(part),
+                       "--resume", str(part / "checkpoint-last.npz")]) == 0
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((part / "metrics.json").read_text())
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("pixel_acc", "mean_iou"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5), key
+    assert a[-1]["train_loss"] == pytest.approx(b[-1]["train_loss"], rel=1e-5)
+    wa = tinyfcn.load(whole / "checkpoint-last.npz")["model"]
+    wb = tinyfcn.load(part / "checkpoint-last.npz")["model"]
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_eval_only_and_init_from(voc, tmp_path, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(out), "--model",
+                "fcn32s", *TOY])
+    ckpt = str(out / "checkpoint-best.npz")
+    assert train.main(["--voc-root", str(voc), "--out", str(out), "--eval-only",
+                       "--resume", ckpt]) == 0
+    assert (out / "predictions" / "eval.png").is_file()
+    # staged training: fcn16s starts from fcn32s's matching weights
+    assert train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(tmp_path / "s16"),
+                       "--model", "fcn16s", "--init-from", ckpt, *TOY]) == 0
+    assert "Initialised" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--voc-root", "/no/such/folder"], "data set root does not exist"),
+    (["--train-split", "missing"], "missing.txt: split file is missing"),
+    (["--resume", "/no/such/checkpoint.npz"], "no such checkpoint"),
+])
+def test_bad_input_prints_one_line_and_exits_non_zero(voc, tmp_path, capsys, args, message):
+    train = load_script()
+    argv = ["--voc-root", str(voc), "--out", str(tmp_path / "o"), *TOY, *args]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
