@@ -27,6 +27,7 @@ import tinyfcn
 import tinyfcn.functional as F
 from tinyfcn import models, optim
 from tinyfcn.data import DataError, VOCSegmentation, synthetic
+from tinyfcn.data.check import find_bad
 from tinyfcn.data.loader import batches_per_epoch, epoch_batches, subset_ids
 from tinyfcn.data.transforms import TrainAugment, resize
 from tinyfcn.data.visualize import panel, prediction_row, save_png, training_curve
@@ -52,6 +53,9 @@ def parse_args(argv=None):
     data.add_argument("--val-split", default="val", help="split file name for validation")
     data.add_argument("--subset", type=int, help="use N images of each split, chosen "
                       "reproducibly from the seed")
+    data.add_argument("--skip-bad", action="store_true",
+                      help="check every image first; warn about and skip bad files instead "
+                           "of stopping")
     data.add_argument("--scale", type=float, default=1.0,
                       help="resize every image (and label) by this factor first")
     data.add_argument("--crop-size", type=int, nargs=2, default=(96, 96), metavar=("H", "W"),
@@ -61,7 +65,7 @@ def parse_args(argv=None):
     model.add_argument("--backbone", default="lite", choices=["lite", "vgg16"],
                        help="lite: the CPU-sized VGG; vgg16: FCN's own network")
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=24)
+    train.add_argument("--epochs", type=int, default=12)
     train.add_argument("--time-budget", type=float, default=330, metavar="SECONDS",
                        help="stop training after this many seconds (then validate and save); "
                             "0 for no limit")
@@ -69,7 +73,7 @@ def parse_args(argv=None):
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
     train.add_argument("--lr", type=float, default=None,
                        help="base learning rate, decayed by the poly schedule "
-                            "(default 2e-3 for adam, 0.01 for sgd)")
+                            "(default 1e-3 for adam, 0.01 for sgd)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, default=Path("runs/latest"),
                        help="output folder")
@@ -83,7 +87,7 @@ def parse_args(argv=None):
                        help="only validate the model of --resume / --init-from")
     args = p.parse_args(argv)
     if args.lr is None:
-        args.lr = 2e-3 if args.optimizer == "adam" else 0.01
+        args.lr = 1e-3 if args.optimizer == "adam" else 0.01
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -114,7 +118,32 @@ def load_data(args):
         train.transform = val.transform = lambda im, lab: resize(im, lab, args.scale)
     train_ids = subset_ids(len(train), args.subset, args.seed)
     val_ids = subset_ids(len(val), args.subset, args.seed + 1)
+    if args.skip_bad:
+        train_ids, val_ids = drop_bad(train, train_ids), drop_bad(val, val_ids)
     return root, train, val, train_ids, val_ids
+
+
+def drop_bad(dataset, ids):
+    """The ids whose files read correctly; one warning per bad file."""
+    good, bad = find_bad(Subset(dataset, ids))
+    for _, message in bad:
+        print(f"warning: skipping {message}", file=sys.stderr)
+    if bad:
+        print(f"Skipped {len(bad)} bad file(s) of split {dataset.split}", file=sys.stderr)
+    if not good:
+        raise DataError(f"{dataset.root}: no readable images in split {dataset.split}")
+    return ids[good]
+
+
+class Subset:
+    def __init__(self, dataset, ids):
+        self.dataset, self.ids = dataset, ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.ids[i])]
 
 
 def evaluate(model, dataset, ids, num_classes):

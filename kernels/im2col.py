@@ -65,6 +65,9 @@ def col2im(col, N, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_out, W_out):
                         continue
                     base = n * L + oh * W_out
                     w0 = first * sW - pW + j * dW
-                    for ow in range(first, last):
-                        x[n, c, h, w0 + (ow - first) * sW] += col[row, base + ow]
+                    if sW == 1:
+                        x[n, c, h, w0:w0 + last - first] += col[row, base + first:base + last]
+                    else:
+                        for ow in range(first, last):
+                            x[n, c, h, w0 + (ow - first) * sW] += col[row, base + ow]
     return x

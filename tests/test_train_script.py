@@ -9,6 +9,8 @@ import pytest
 from test_data_metrics import write_voc_fixture
 
 import tinyfcn
+import tinyfcn.data
+from tinyfcn.data import write_label
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_voc_subset.py"
 
@@ -107,3 +109,45 @@ def test_bad_input_prints_one_line_and_exits_non_zero(voc, tmp_path, capsys, arg
     assert train.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_predict_writes_palette_masks_and_overlays(voc, tmp_path, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(out), *TOY])
+    spec = importlib.util.spec_from_file_location("predict", SCRIPT.parent / "predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    masks = tmp_path / "masks"
+    assert predict.main([str(out / "checkpoint-best.npz"), str(voc / "JPEGImages"),
+                         "--out", str(masks)]) == 0
+    label = tinyfcn.data.read_label(masks / "train0.png")
+    assert label.shape == (40, 48) and label.max() < 4
+    assert (masks / "train0-overlay.png").is_file()
+    assert predict.main([str(out / "checkpoint-best.npz"), str(tmp_path / "nothing.jpg")]) == 2
+    assert "nothing.jpg: no such image" in capsys.readouterr().err
+
+
+def test_skip_bad_warns_once_per_file_and_counts(tmp_path, capsys):
+    root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=6)
+    (root / "JPEGImages" / "train1.jpg").write_bytes(b"corrupt")
+    (root / "SegmentationClass" / "train2.png").unlink()
+    train = load_script()
+    argv = ["--voc-root", str(root), "--epochs", "1", "--out", str(tmp_path / "o"), *TOY]
+    assert train.main(argv) == 2  # by default the first bad file stops the run
+    assert "train" in capsys.readouterr().err
+    assert train.main([*argv, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 2 and "Skipped 2 bad file(s)" in err
+    assert "train1.jpg" in err and "train2.png" in err
+
+
+def test_check_data_reports_bad_files(tmp_path, capsys):
+    from tinyfcn.data import check
+    root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=3)
+    assert check.main([str(root)]) == 0
+    assert "OK" in capsys.readouterr().out
+    write_label(root / "SegmentationClass" / "val1.png", np.full((40, 48), 7, np.uint8))
+    assert check.main([str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "val1.png: label values [7]" in out and "FAILED" in out

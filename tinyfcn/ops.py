@@ -174,11 +174,11 @@ class Sqrt(Function):
 
 class ReLU(Function):
     def forward(self, a):
-        self.mask = a > 0
-        return np.where(self.mask, a, a.dtype.type(0))
+        self.out = np.maximum(a, a.dtype.type(0))
+        return self.out
 
     def backward(self, g):
-        return (np.where(self.mask, g, g.dtype.type(0)),)  # never g[mask] = 0: g is shared
+        return (g * (self.out > 0),)  # a new array: never g[mask] = 0, g may be shared
 
 
 class Sigmoid(Function):

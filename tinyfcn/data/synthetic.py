@@ -1,9 +1,11 @@
 """The built-in data set: procedurally drawn scenes in the PASCAL VOC layout.
 
 A fair miniature of VOC that needs no download. 21 classes: background and 20
-object classes, each a pair (shape, texture) of 5 shapes x 4 textures, with
-colours drawn at random, so no class can be told by colour alone: a net must
-see shape (spatial context) and texture (fine detail). Each scene has several
+object classes, each a pair (shape, texture) of 5 shapes x 4 textures. Like
+VOC's classes, each has a typical colour (a hue), but hues are jittered so
+that neighbouring classes overlap, and hue neighbours differ in shape and
+texture: colour alone does not tell a class, a net must also see shape
+(spatial context) and texture (fine detail). Each scene has several
 objects at random scale and rotation that occlude each other, small objects
 and thin bars, a cluttered textured background, and a void band (255) along
 object borders as in VOC. Image sizes vary.
@@ -15,6 +17,7 @@ is deterministic: the same seed writes the same files.
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import json
 import os
@@ -27,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tinyfcn.data.palette import VOID, write_image, write_label
 from tinyfcn.serialization import atomic_write
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SHAPES = ("disk", "square", "triangle", "cross", "bar")
 TEXTURES = ("plain", "stripes", "checker", "dots")
 CLASS_NAMES = ("background",) + tuple(f"{t}-{s}" for s in SHAPES for t in TEXTURES)
@@ -84,13 +87,34 @@ def _texture(kind: str, H: int, W: int, cx, cy, angle, period, rng) -> np.ndarra
     return (du * du + dv * dv < (p * 0.3) ** 2).astype(np.float32)
 
 
-def _random_colour(rng) -> np.ndarray:
-    return rng.uniform(20, 235, 3)
+# Hue order of the classes: hue neighbours differ in shape and in texture.
+HUE_RANK = {cls: (cls * 7) % 20 for cls in range(1, 21)}
+
+
+def _hsv(h, s, v) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
+
+
+def _class_colours(cls: int, rng):
+    """Two colours of one hue (the class's, jittered so neighbours overlap) that differ in
+    brightness: the texture is drawn in them."""
+    hue = HUE_RANK[cls] / 20 + rng.uniform(-0.04, 0.04)
+    sat = rng.uniform(0.5, 0.95)
+    v1 = rng.uniform(0.55, 0.95)
+    v2 = v1 - rng.uniform(0.3, 0.45)
+    return _hsv(hue, sat, v1), _hsv(hue, sat, max(v2, 0.1))
+
+
+def _random_colour(rng, saturation=0.25) -> np.ndarray:
+    """A muted clutter colour: backgrounds are greyish, like most of VOC's."""
+    return _hsv(rng.random(), rng.uniform(0, saturation), rng.uniform(0.2, 0.9))
 
 
 def _background(H: int, W: int, rng) -> np.ndarray:
-    """Smooth colour blobs plus random thin lines and noise: clutter that is not an object."""
-    small = rng.uniform(40, 200, (max(H // 16, 2), max(W // 16, 2), 3)).astype(np.uint8)
+    """Smooth muted blobs plus random thin lines and noise: clutter that is not an object."""
+    small_shape = (max(H // 16, 2), max(W // 16, 2))
+    small = np.stack([_random_colour(rng) for _ in range(small_shape[0] * small_shape[1])])
+    small = small.reshape(*small_shape, 3).astype(np.uint8)
     base = np.array(Image.fromarray(small).resize((W, H), Image.BICUBIC), dtype=np.float32)
     canvas = Image.fromarray(base.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
@@ -136,9 +160,7 @@ def draw_scene(rng: np.random.Generator, min_size: int = 88, max_size: int = 136
         mask = np.array(mask_image, bool)
         if mask.sum() < 12:
             continue
-        a = _random_colour(rng)
-        b = a + rng.choice([-1, 1]) * rng.uniform(70, 110)  # second colour: clear contrast
-        b = b.clip(0, 255)
+        a, b = _class_colours(cls, rng)
         pattern = _texture(texture, H, W, cx, cy, rng.uniform(0, np.pi), rng.choice([2, 3]),
                            rng)[..., None]
         object_pixels = a * (1 - pattern) + b * pattern
