@@ -32,6 +32,7 @@ from tinyfcn.data.loader import batches_per_epoch, epoch_batches, subset_ids
 from tinyfcn.data.transforms import TrainAugment, resize
 from tinyfcn.data.visualize import panel, prediction_row, save_png, training_curve
 from tinyfcn.metrics import confusion_matrix, scores
+from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
 from tinyfcn.serialization import atomic_write
 
 PREVIEW_IMAGES = 4
@@ -65,15 +66,17 @@ def parse_args(argv=None):
     model.add_argument("--backbone", default="lite", choices=["lite", "vgg16"],
                        help="lite: the CPU-sized VGG; vgg16: FCN's own network")
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--epochs", type=int, default=11)
     train.add_argument("--time-budget", type=float, default=330, metavar="SECONDS",
                        help="stop training after this many seconds (then validate and save); "
                             "0 for no limit")
-    train.add_argument("-b", "--batch-size", type=int, default=8)
+    train.add_argument("-b", "--batch-size", type=int, default=4)
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
     train.add_argument("--lr", type=float, default=None,
                        help="base learning rate, decayed by the poly schedule "
                             "(default 1e-3 for adam, 0.01 for sgd)")
+    train.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                       help="scale gradients down to this global L2 norm")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, default=Path("runs/latest"),
                        help="output folder")
@@ -264,6 +267,13 @@ def run(args):
                           f"stopping. The last good checkpoint is kept in {args.out}.")
                     return 1
                 loss.backward()
+                norm = (clip_grad_norm_(model.parameters(), args.clip_grad) if args.clip_grad
+                        else grad_norm(model.parameters()))
+                if not math.isfinite(norm):
+                    bar.close()
+                    print(f"error: gradients are not finite at epoch {epoch}, step {step + 1}; "
+                          f"stopping. The last good checkpoint is kept in {args.out}.")
+                    return 1
                 opt.step()
                 sched.step()
                 step += 1

@@ -186,3 +186,14 @@ def test_init_statistics():
     assert np.abs(w.data).max() <= bound and w.data.std() == pytest.approx(bound / np.sqrt(3),
                                                                             rel=0.02)
     assert w.dtype == np.float32
+
+
+def test_clip_grad_norm_matches_pytorch_semantics():
+    from tinyfcn.nn.utils import clip_grad_norm_
+    a, b = nn.Parameter(np.array([3.0, 0.0])), nn.Parameter(np.array([[4.0]]))
+    a.grad, b.grad = a.data.copy(), b.data.copy()
+    assert clip_grad_norm_([a, b], 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(a.grad, [0.6, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(b.grad, [[0.8]], rtol=1e-5)
+    a.grad[0] = np.nan
+    assert np.isnan(clip_grad_norm_([a, b], 1.0))

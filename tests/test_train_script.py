@@ -151,3 +151,45 @@ def test_check_data_reports_bad_files(tmp_path, capsys):
     assert check.main([str(root)]) == 1
     out = capsys.readouterr().out
     assert "val1.png: label values [7]" in out and "FAILED" in out
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkeypatch, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real_loss = train.F.cross_entropy
+
+    def nan_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", nan_in_epoch_two)
+    assert train.main(["--voc-root", str(voc), "--epochs", "2", "--out", str(out), *TOY]) == 1
+    assert "loss is nan at epoch 2, step 1" in capsys.readouterr().out
+    assert tinyfcn.load(out / "checkpoint-last.npz")["epoch"] == 1
+
+
+def test_resident_memory_does_not_grow_over_200_steps():
+    import tinyfcn.functional as F
+    from tinyfcn import models, optim
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2 ** 20
+
+    model = models.fcn8s(4, backbone="lite", fc_width=32)
+    opt = optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    target = np.random.default_rng(1).integers(0, 4, (2, 32, 32))
+
+    def steps(n):
+        for _ in range(n):
+            opt.zero_grad()
+            F.cross_entropy(model(x), target).backward()
+            opt.step()
+
+    steps(20)
+    before = rss_mb()
+    steps(200)
+    assert rss_mb() - before < 10, f"resident memory grew from {before:.0f} MB"

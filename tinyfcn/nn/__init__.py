@@ -1,6 +1,6 @@
 """Modules and layers (PyTorch-style)."""
 
-from tinyfcn.nn import init
+from tinyfcn.nn import init, utils
 from tinyfcn.nn.layers import (
     Conv2d,
     ConvTranspose2d,
@@ -14,5 +14,5 @@ from tinyfcn.nn.module import Module, Parameter
 
 __all__ = [
     "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "MaxUnpool2d", "Module", "Parameter",
-    "ReLU", "Sequential", "init",
+    "ReLU", "Sequential", "init", "utils",
 ]
