@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from common import BATCH, SIZE, machine, median_ms, timed, try_torch
+from common import machine, median_ms, timed, try_torch
+from workload import BATCH, SIZE
 
 import tinyfcn.functional as F
 from tinyfcn import Tensor

@@ -12,15 +12,14 @@ import numpy as np
 from common import (
     FORWARD_GFLOP,
     TRAIN_STEP_GFLOP,
-    batch,
     machine,
     median_ms,
     timed,
     tinyfcn_setup,
     tinyfcn_step,
-    torch_fcn8s_lite,
     try_torch,
 )
+from workload import batch, torch_fcn8s_lite
 
 import tinyfcn
 

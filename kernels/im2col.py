@@ -59,6 +59,8 @@ def col2im(col, N, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_out, W_out):
                 if W - 1 - j * dW + pW < 0:
                     continue
                 last = min(W_out, (W - 1 - j * dW + pW) // sW + 1)
+                if first >= last:  # this tap never lands inside the image
+                    continue
                 for oh in range(H_out):
                     h = oh * sH - pH + i * dH
                     if h < 0 or h >= H:

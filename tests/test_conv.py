@@ -200,3 +200,17 @@ def test_conv_ops_agree_with_pytorch(case):
     np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
     for a, t in zip(ours, theirs):
         np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_taps_that_never_land_inside_the_image():
+    """Regression: a 1-pixel input, 3-tap kernel, padding 2, dilation 2 and output padding 1:
+    tap 0 only ever meets padding, and col2im once built a negative-length slice for it
+    (which wraps around in NumPy indexing)."""
+    rng = np.random.default_rng(9)
+    x = Tensor(rng.standard_normal((1, 2, 1, 1)), requires_grad=True)
+    w = Tensor(rng.standard_normal((2, 3, 3, 3)), requires_grad=True)
+    kwargs = dict(padding=2, dilation=2, output_padding=1)
+    np.testing.assert_allclose(F.conv_transpose2d(x, w, **kwargs).data,
+                               conv_transpose2d_ref(x.data, w.data, padding=(2, 2),
+                                                    output_padding=(1, 1), dilation=(2, 2)))
+    assert gradcheck(lambda a, b: F.conv_transpose2d(a, b, **kwargs), [x, w])

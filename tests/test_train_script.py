@@ -127,6 +127,17 @@ def test_predict_writes_palette_masks_and_overlays(voc, tmp_path, capsys):
     assert predict.main([str(out / "checkpoint-best.npz"), str(tmp_path / "nothing.jpg")]) == 2
     assert "nothing.jpg: no such image" in capsys.readouterr().err
 
+    spec = importlib.util.spec_from_file_location("compare",
+                                                  SCRIPT.parent / "compare_predictions.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    picture = tmp_path / "compare.png"
+    ckpt = str(out / "checkpoint-best.npz")
+    assert compare.main([ckpt, ckpt, "--voc-root", str(voc), "--images", "0", "1",
+                         "--out", str(picture)]) == 0
+    # two rows of image | ground truth | two predictions, 40x48 images shown 112 high
+    assert tinyfcn.data.read_image(picture).shape[0] == 2 * 112 + 4
+
 
 def test_skip_bad_warns_once_per_file_and_counts(tmp_path, capsys):
     root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=6)

@@ -19,6 +19,8 @@ import numpy as np
 FORMAT = "tinyfcn-checkpoint"
 VERSION = 1
 HEADER = "__tinyfcn__"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _flatten(obj, path: str, arrays: dict):
@@ -62,6 +64,7 @@ def atomic_write(path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

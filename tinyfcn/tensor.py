@@ -145,9 +145,10 @@ class Function:
 
     def __call__(self, *inputs) -> Tensor:
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        self.needs_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        self.needs_grad = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad
+                                for x in inputs)  # all False under no_grad: nothing is kept
         out = Tensor(np.asarray(self.forward(*arrays)))
-        if _grad_enabled and any(self.needs_grad):
+        if any(self.needs_grad):
             self.inputs = tuple(inputs)
             out.requires_grad = True
             out.creator = self

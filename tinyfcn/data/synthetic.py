@@ -204,8 +204,12 @@ def generate(root, sizes=None, seed: int = 0) -> Path:
     manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "sizes": sizes,
                 "files": files}
     atomic_write(tmp / "manifest.json", lambda f: f.write(json.dumps(manifest).encode()))
-    shutil.rmtree(root, ignore_errors=True)
+    old = root.with_name(root.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if root.exists():
+        os.replace(root, old)  # the previous version stays whole until the new one is in place
     os.replace(tmp, root)
+    shutil.rmtree(old, ignore_errors=True)
     return root
 
 

@@ -1,0 +1,62 @@
+"""Predictions of several checkpoints on the same validation images, side by side.
+
+    python examples/compare_predictions.py runs/fcn32s/checkpoint-best.npz \\
+        runs/fcn16s/checkpoint-best.npz runs/fcn8s/checkpoint-best.npz --out compare.png
+
+Each row: image | ground truth | one prediction per checkpoint (VOC palette).
+Uses the built-in data set unless --voc-root is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import tinyfcn
+from tinyfcn import models
+from tinyfcn.data import DataError, VOCSegmentation, colorize, synthetic
+from tinyfcn.data.visualize import panel, save_png
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--voc-root", type=Path, help="a VOC-layout folder (default: built-in set)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3],
+                   help="indices of the images in the split")
+    p.add_argument("--out", type=Path, default=Path("compare.png"))
+    args = p.parse_args(argv)
+    try:
+        root = args.voc_root or synthetic.ensure()
+        dataset = VOCSegmentation(root, args.split)
+        nets = []
+        for path in args.checkpoints:
+            ckpt = tinyfcn.load(path)
+            model = models.build(ckpt["config"])
+            model.load_state_dict(ckpt["model"])
+            nets.append(model.eval())
+        rows = []
+        for i in args.images:
+            image, label = dataset[i]
+            row = [image, colorize(label)]
+            with tinyfcn.no_grad():
+                for model in nets:
+                    pred = model(model.preprocess(image)).data[0].argmax(0)
+                    row.append(colorize(pred.astype(np.uint8)))
+            rows.append(row)
+    except (DataError, FileNotFoundError, ValueError, IndexError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_png(args.out, panel(rows, height=112))
+    names = ", ".join(n.config["model"] for n in nets)
+    print(f"Wrote {args.out}: image | ground truth | {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
