@@ -202,6 +202,55 @@ def init_from(model, path):
     print(f"Initialised {len(matching)} of {len(own)} parameter arrays from {path}")
 
 
+def train_epoch(args, model, opt, sched, train, train_ids, augment, state, epoch,
+                steps_per_epoch, deadline) -> int:
+    """One epoch of steps from state["step_in_epoch"] on; `state` is kept current after
+    every step (so an interruption saves the exact position). Non-zero on NaN/inf."""
+    state["epoch_start"] = time.time()
+    skip = state["step_in_epoch"]
+    losses = state["epoch_losses"] = list(state["epoch_losses"])
+    batches = epoch_batches(train, train_ids, args.batch_size, augment, args.seed, epoch,
+                            skip=skip)
+    with tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
+              unit="batch", leave=False, dynamic_ncols=True) as bar:
+        for step, (images, labels) in enumerate(bar, start=skip + 1):
+            t0 = time.time()
+            opt.zero_grad()
+            loss = F.cross_entropy(model(model.preprocess(images)), labels)
+            loss.backward()
+            norm = (clip_grad_norm_(model.parameters(), args.clip_grad) if args.clip_grad
+                    else grad_norm(model.parameters()))
+            problem = (f"loss is {float(loss.data)}" if not np.isfinite(loss.data) else
+                       "gradients are not finite" if not math.isfinite(norm) else None)
+            if problem:
+                bar.close()
+                print(f"error: {problem} at epoch {epoch}, step {step}; stopping. The last "
+                      f"good checkpoint is kept in {args.out}.")
+                return 1
+            opt.step()
+            sched.step()
+            losses.append(float(loss.data))
+            state["step_in_epoch"] = step
+            bar.set_postfix(loss=f"{losses[-1]:.3f}",
+                            img_s=f"{len(images) / (time.time() - t0):.1f}")
+            if time.time() > deadline:
+                break
+    return 0
+
+
+def save_epoch_outputs(out, model, opt, sched, state, class_names, result, previews):
+    is_best = result["mean_iou"] > state["best_miou"]
+    if is_best:
+        state["best_miou"] = result["mean_iou"]
+    save_checkpoint(out / "checkpoint-last.npz", model, opt, sched, state, class_names)
+    if is_best:
+        save_checkpoint(out / "checkpoint-best.npz", model, opt, sched, state, class_names)
+    history_json = json.dumps(state["history"], indent=1).encode()
+    atomic_write(out / "metrics.json", lambda f: f.write(history_json))
+    save_png(out / "predictions" / f"epoch-{state['epoch']:03d}.png", panel(previews))
+    training_curve(state["history"], out / "training-curve.png")
+
+
 def run(args):
     root, train, val, train_ids, val_ids = load_data(args)
     class_names = train.class_names
@@ -209,7 +258,7 @@ def run(args):
     tinyfcn.manual_seed(args.seed)
     # everything a resumed run needs to continue exactly (saved in every checkpoint)
     state = {"epoch": 0, "step_in_epoch": 0, "epoch_losses": [], "history": [],
-             "best_miou": -1.0, "seed": args.seed}
+             "best_miou": -1.0, "seed": args.seed, "epoch_start": 0.0}
     if args.resume:
         ckpt = tinyfcn.load(args.resume)
         model = models.build(ckpt["config"])
@@ -248,68 +297,30 @@ def run(args):
     augment = TrainAugment(args.crop_size)
     start_time = time.time()
     budget = args.time_budget or float("inf")
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        epoch_start, losses = time.time(), list(state["epoch_losses"])
-        skip = state["step_in_epoch"]
-        batches = epoch_batches(train, train_ids, args.batch_size, augment, args.seed, epoch,
-                                skip=skip)
-        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
-                   unit="batch", leave=False, dynamic_ncols=True)
-        step = skip
-        try:
-            for images, labels in bar:
-                t0 = time.time()
-                opt.zero_grad()
-                loss = F.cross_entropy(model(model.preprocess(images)), labels)
-                if not np.isfinite(loss.data):
-                    bar.close()
-                    print(f"error: loss is {float(loss.data)} at epoch {epoch}, step {step + 1}; "
-                          f"stopping. The last good checkpoint is kept in {args.out}.")
-                    return 1
-                loss.backward()
-                norm = (clip_grad_norm_(model.parameters(), args.clip_grad) if args.clip_grad
-                        else grad_norm(model.parameters()))
-                if not math.isfinite(norm):
-                    bar.close()
-                    print(f"error: gradients are not finite at epoch {epoch}, step {step + 1}; "
-                          f"stopping. The last good checkpoint is kept in {args.out}.")
-                    return 1
-                opt.step()
-                sched.step()
-                step += 1
-                losses.append(float(loss.data))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}",
-                                img_s=f"{len(images) / (time.time() - t0):.1f}")
-                if time.time() - start_time > budget:
-                    break
-        except (KeyboardInterrupt, Interrupted) as e:
-            bar.close()
-            state.update(epoch=epoch - 1, step_in_epoch=step, epoch_losses=losses)
-            save_checkpoint(args.out / "checkpoint-last.npz", model, opt, sched, state,
-                            class_names)
-            print(f"\nInterrupted ({e or 'SIGINT'}) at epoch {epoch}, step {step}: saved "
-                  f"{args.out / 'checkpoint-last.npz'}; continue with --resume")
-            return 130
-        bar.close()
-        state.update(step_in_epoch=0, epoch_losses=[])
-        result, previews = evaluate(model, val, val_ids, num_classes)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  **result, "seconds": time.time() - epoch_start}
-        state["history"].append(record)
-        state["epoch"] = epoch
-        print_table(record, class_names)
+    try:
+        for epoch in range(state["epoch"] + 1, args.epochs + 1):
+            if train_epoch(args, model, opt, sched, train, train_ids, augment, state, epoch,
+                           steps_per_epoch, start_time + budget) != 0:
+                return 1
+            result, previews = evaluate(model, val, val_ids, num_classes)
+            record = {"epoch": epoch, "train_loss": float(np.mean(state["epoch_losses"]))
+                      if state["epoch_losses"] else float("nan"),
+                      **result, "seconds": time.time() - state["epoch_start"]}
+            # one update, so an interruption never sees half of it
+            state.update(epoch=epoch, step_in_epoch=0, epoch_losses=[],
+                         history=state["history"] + [record])
+            print_table(record, class_names)
+            save_epoch_outputs(args.out, model, opt, sched, state, class_names, result,
+                               previews)
+            if time.time() - start_time > budget:
+                print(f"Time budget of {args.time_budget:.0f} s reached after epoch {epoch}.")
+                break
+    except (KeyboardInterrupt, Interrupted) as e:
         save_checkpoint(args.out / "checkpoint-last.npz", model, opt, sched, state, class_names)
-        if result["mean_iou"] > state["best_miou"]:
-            state["best_miou"] = result["mean_iou"]
-            save_checkpoint(args.out / "checkpoint-best.npz", model, opt, sched, state,
-                            class_names)
-        history_json = json.dumps(state["history"], indent=1).encode()
-        atomic_write(args.out / "metrics.json", lambda f, data=history_json: f.write(data))
-        save_png(args.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
-        training_curve(state["history"], args.out / "training-curve.png")
-        if time.time() - start_time > budget:
-            print(f"Time budget of {args.time_budget:.0f} s reached after epoch {epoch}.")
-            break
+        print(f"\nInterrupted ({e or 'SIGINT'}) in epoch {state['epoch'] + 1} after step "
+              f"{state['step_in_epoch']}: saved {args.out / 'checkpoint-last.npz'}; "
+              f"continue with --resume")
+        return 130
     best = max(state["history"], key=lambda r: r["mean_iou"], default=None)
     total = time.time() - start_time
     if best:

@@ -173,3 +173,20 @@ def test_vgg16_fcn_matches_reference_port(variant):
         got = ours(x).data
     assert got.shape == (1, 5, 37, 45)
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_at_once_fcn8s_scales_pool4_and_pool3_before_scoring():
+    rng = np.random.default_rng(3)
+    plain = models.fcn8s(3, backbone="lite", fc_width=16).to(np.float64)
+    at_once = models.fcn8s(3, backbone="lite", fc_width=16, at_once=True).to(np.float64)
+    state = {k: rng.standard_normal(v.shape) * 0.1 for k, v in plain.state_dict().items()}
+    plain.load_state_dict(state)
+    # pool4 x 0.01 and pool3 x 0.0001 before scoring == the same net with those
+    # weights scaled down, so weights scaled up by 100 and 10 000 give identical scores
+    state = dict(state, **{"score_pool4.weight": state["score_pool4.weight"] * 100,
+                           "score_pool3.weight": state["score_pool3.weight"] * 10_000})
+    at_once.load_state_dict(state)
+    x = rng.standard_normal((1, 3, 32, 32))
+    np.testing.assert_allclose(at_once(x).data, plain(x).data, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="at_once"):
+        models.fcn16s(at_once=True)

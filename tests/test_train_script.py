@@ -204,3 +204,22 @@ def test_resident_memory_does_not_grow_over_200_steps():
     before = rss_mb()
     steps(200)
     assert rss_mb() - before < 10, f"resident memory grew from {before:.0f} MB"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(voc, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--voc-root", str(voc), "--epochs",
+                             "100000", "--out", str(out), *TOY], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.json").exists() and time.time() < deadline:
+        time.sleep(0.2)  # wait until training is under way
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Interrupted (SIGTERM)" in stdout
+    assert tinyfcn.load(out / "checkpoint-last.npz")["epoch"] >= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyfcn import random
-from tinyfcn.functional._checks import as_tensor, pair
+from tinyfcn.functional._checks import FLOAT_DTYPES, as_tensor, pair
 from tinyfcn.ops import relu
 from tinyfcn.tensor import Function
 
@@ -29,6 +29,8 @@ def dropout(input, p=0.5, training=True):
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
     x = as_tensor(input)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dropout input must be float32 or float64, got {x.dtype}")
     if not training or p == 0:
         return x
     return Dropout.apply(x, p=p)
