@@ -12,6 +12,7 @@ index before a kernel runs.
 from tinyfcn.kernels.im2col import col2im, im2col
 from tinyfcn.kernels.pooling import (
     max_pool2d,
+    max_pool2d_2x2,
     max_pool2d_backward,
     max_unpool2d,
     max_unpool2d_backward,
@@ -23,7 +24,7 @@ from tinyfcn.kernels.pooling import (
 from tinyfcn.kernels.shapes import conv_out_size, conv_transpose_out_size, pool_out_size
 
 __all__ = [
-    "col2im", "conv_out_size", "conv_transpose_out_size", "im2col", "max_pool2d",
+    "col2im", "conv_out_size", "conv_transpose_out_size", "im2col", "max_pool2d", "max_pool2d_2x2",
     "max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward", "pool_out_size",
     "unpool_nearest", "unpool_nearest_backward", "unpool_zeros", "unpool_zeros_backward",
 ]

@@ -174,3 +174,32 @@ def test_pooling_agrees_with_pytorch(case):
         un.backward(g)
         ref.backward(torch.tensor(g))
         np.testing.assert_allclose(ours.grad, theirs.grad.numpy())
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5))
+def test_specialised_2x2_kernel_matches_the_reference(N, C, h, w):
+    from tinyfcn.kernels import max_pool2d_2x2
+    rng = np.random.default_rng(h * 10 + w)
+    x = rng.integers(0, 4, (N, C, 2 * h, 2 * w)).astype(np.float64)  # many ties
+    out, idx = max_pool2d_2x2(x)
+    ref_out, ref_idx = max_pool2d_ref(x, (2, 2), (2, 2), (0, 0), False)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(idx, ref_idx)  # ties: the first maximum wins, as PyTorch
+
+
+def test_nan_wins_the_window_in_both_kernels_as_in_pytorch():
+    from tinyfcn.kernels import max_pool2d as generic
+    from tinyfcn.kernels import max_pool2d_2x2
+    x = np.random.default_rng(5).random((2, 3, 6, 6))
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[1, 2, 3, 3] = np.nan
+    out, idx = max_pool2d_2x2(x)
+    ref_out, ref_idx = generic(x, 2, 2, 2, 2, 0, 0, 3, 3)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert np.isnan(out[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 6  # the last NaN of the window
+    try:
+        import torch
+    except ImportError:
+        return
+    _, torch_idx = torch.nn.functional.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(idx, torch_idx.numpy())
