@@ -167,39 +167,36 @@ def test_dtype_mismatch_and_integer_input_raise_type_error():
 
 # ------------------------------------------------------------------ PyTorch oracle
 
+def _agrees_with_pytorch(torch, name, arrays, rng, **kwargs):
+    """Forward and every gradient of F.<name> equal torch.nn.functional.<name>."""
+    ours = [Tensor(v, requires_grad=True) for v in arrays]
+    theirs = [torch.tensor(v, requires_grad=True) for v in arrays]
+    out = getattr(F, name)(*ours, **kwargs)
+    ref = getattr(torch.nn.functional, name)(*theirs, **kwargs)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
+    return out.shape
+
+
 @given(conv_cases())
 def test_conv_ops_agree_with_pytorch(case):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     x_shape, w_shape, stride, padding, dilation = case
-    x, w, b = (rng.standard_normal(x_shape), rng.standard_normal(w_shape),
-               rng.standard_normal(w_shape[0]))
-    ours = [Tensor(v, requires_grad=True) for v in (x, w, b)]
-    theirs = [torch.tensor(v, requires_grad=True) for v in (x, w, b)]
-    out = F.conv2d(*ours, stride=stride, padding=padding, dilation=dilation)
-    ref = torch.nn.functional.conv2d(*theirs, stride=stride, padding=padding, dilation=dilation)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
-    for a, t in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    w = rng.standard_normal(w_shape)
+    arrays = (rng.standard_normal(x_shape), w, rng.standard_normal(w_shape[0]))
+    out_shape = _agrees_with_pytorch(torch, "conv2d", arrays, rng, **kwargs)
     # the transposed conv of the same weight, from the conv's output size
     H_back, W_back = (conv_transpose_out_size(n, k, s, p, 0, d) for n, k, s, p, d in
-                      zip(out.shape[2:], w_shape[2:], stride, padding, dilation))
+                      zip(out_shape[2:], w_shape[2:], stride, padding, dilation))
     assume(H_back >= 1 and W_back >= 1)
-    y = rng.standard_normal(out.shape)
-    ours = [Tensor(v, requires_grad=True) for v in (y, w, rng.standard_normal(w_shape[1]))]
-    theirs = [torch.tensor(v.data, requires_grad=True) for v in ours]
-    out = F.conv_transpose2d(*ours, stride=stride, padding=padding, dilation=dilation)
-    ref = torch.nn.functional.conv_transpose2d(*theirs, stride=stride, padding=padding,
-                                               dilation=dilation)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
-    for a, t in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
+    arrays = (rng.standard_normal(out_shape), w, rng.standard_normal(w_shape[1]))
+    _agrees_with_pytorch(torch, "conv_transpose2d", arrays, rng, **kwargs)
 
 
 def test_taps_that_never_land_inside_the_image():

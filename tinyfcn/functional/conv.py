@@ -158,61 +158,58 @@ def _geometry(C, H, W, kH, kW, stride, padding, dilation, H_out=None, W_out=None
     return Geometry(C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_out, W_out)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
-    """2-d convolution (cross-correlation, as PyTorch): NCHW input, weight (C_out, C_in, kH, kW)."""
+def _conv_args(input, weight, bias, stride, padding, dilation, in_axis):
+    """Validated tensors and pairs of conv2d (weight's input channels on axis 1) and
+    conv_transpose2d (on axis 0); `inputs` are the tensors for Function.apply."""
     x, w = as_tensor(input), as_tensor(weight)
     check_float_nchw(x, "input")
     check_float_nchw(w, "weight")
     check_same_dtype(x, w, "weight")
-    stride, padding = pair(stride, "stride", 1), pair(padding, "padding", 0)
-    dilation = pair(dilation, "dilation", 1)
-    N, C, H, W = x.shape
-    C_out, C_w, kH, kW = w.shape
-    if C_w != C:
-        raise ValueError(f"weight of shape {w.shape} expects {C_w} input channels, "
-                         f"input of shape {x.shape} has {C}")
+    if w.shape[in_axis] != x.shape[1]:
+        raise ValueError(f"weight of shape {w.shape} expects {w.shape[in_axis]} input "
+                         f"channels, input of shape {x.shape} has {x.shape[1]}")
+    inputs = (x, w)
+    if bias is not None:
+        b = as_tensor(bias)
+        check_bias(b, x, w.shape[1 - in_axis])
+        inputs = (x, w, b)
+    return (inputs, pair(stride, "stride", 1), pair(padding, "padding", 0),
+            pair(dilation, "dilation", 1))
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-d convolution (cross-correlation, as PyTorch): NCHW input, weight (C_out, C_in, kH, kW)."""
+    inputs, stride, padding, dilation = _conv_args(input, weight, bias, stride, padding,
+                                                   dilation, in_axis=1)
+    N, C, H, W = inputs[0].shape
+    kH, kW = inputs[1].shape[2:]
     geo = _geometry(C, H, W, kH, kW, stride, padding, dilation)
     if geo.H_out < 1 or geo.W_out < 1:
         raise ValueError(f"kernel {kH}x{kW} (dilation {dilation}) is larger than the padded "
                          f"input {H + 2 * padding[0]}x{W + 2 * padding[1]} "
                          f"(input {H}x{W}, padding {padding})")
-    if bias is None:
-        return Conv2d.apply(x, w, geo=geo)
-    b = as_tensor(bias)
-    check_bias(b, x, C_out)
-    return Conv2d.apply(x, w, b, geo=geo)
+    return Conv2d.apply(*inputs, geo=geo)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      dilation=1):
     """Transposed convolution: NCHW input, weight (C_in, C_out, kH, kW), PyTorch semantics."""
-    x, w = as_tensor(input), as_tensor(weight)
-    check_float_nchw(x, "input")
-    check_float_nchw(w, "weight")
-    check_same_dtype(x, w, "weight")
-    stride, padding = pair(stride, "stride", 1), pair(padding, "padding", 0)
-    dilation = pair(dilation, "dilation", 1)
+    inputs, stride, padding, dilation = _conv_args(input, weight, bias, stride, padding,
+                                                   dilation, in_axis=0)
     output_padding = pair(output_padding, "output_padding", 0)
     for axis in range(2):
         if output_padding[axis] >= max(stride[axis], dilation[axis]):
             raise ValueError(f"output_padding {output_padding} must be smaller than stride "
                              f"{stride} or dilation {dilation}")
-    N, C_in, H, W = x.shape
-    C_w, C_out, kH, kW = w.shape
-    if C_w != C_in:
-        raise ValueError(f"weight of shape {w.shape} expects {C_w} input channels, "
-                         f"input of shape {x.shape} has {C_in}")
+    N, C_in, H, W = inputs[0].shape
+    _, C_out, kH, kW = inputs[1].shape
     H_big = conv_transpose_out_size(H, kH, stride[0], padding[0], output_padding[0], dilation[0])
     W_big = conv_transpose_out_size(W, kW, stride[1], padding[1], output_padding[1], dilation[1])
     if H_big < 1 or W_big < 1:
         raise ValueError(f"conv_transpose2d output would be {H_big}x{W_big}: padding {padding} "
                          f"is too large for input {H}x{W} and kernel {kH}x{kW}")
     geo = _geometry(C_out, H_big, W_big, kH, kW, stride, padding, dilation, H, W)
-    if bias is None:
-        return ConvTranspose2d.apply(x, w, geo=geo)
-    b = as_tensor(bias)
-    check_bias(b, x, C_out)
-    return ConvTranspose2d.apply(x, w, b, geo=geo)
+    return ConvTranspose2d.apply(*inputs, geo=geo)
 
 
 def conv2d_matrix(weight, input_hw, stride=1, padding=0, dilation=1) -> np.ndarray:
