@@ -60,7 +60,8 @@ def print_report(report: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tinyfcn-check-data", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="tinyfcn-check-data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="the VOC-layout folder (holds ImageSets/)")
     p.add_argument("--splits", nargs="*", help="split names (default: every split file)")
     args = p.parse_args(argv)
