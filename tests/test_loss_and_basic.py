@@ -111,3 +111,54 @@ def test_crop_and_center_crop():
     assert gradcheck(lambda a: F.crop(a, (1, 2), (4, 3)), [x])
     with pytest.raises(ValueError, match="does not fit"):
         F.crop(x, (5, 0), (3, 3))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradchecks_in_both_modes(training):
+    rng = np.random.default_rng(5)
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((3, 4, 2, 3), 4, 4))
+    mean, var = rng.standard_normal(4), rng.random(4) + 0.5
+
+    def bn(a, weight, bias):
+        return F.batch_norm(a, mean.copy(), var.copy(), weight, bias, training=training)
+    assert gradcheck(bn, [x, w, b])
+
+
+def test_batch_norm_agrees_with_pytorch_including_running_statistics():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(s) for s in ((4, 3, 5, 5), 3, 3)]
+    mean, var = np.zeros(3), np.ones(3)
+    t_mean, t_var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    for training in (True, True, False):
+        ours = [Tensor(a, requires_grad=True) for a in arrays]
+        theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+        out = F.batch_norm(ours[0], mean, var, ours[1], ours[2], training=training)
+        ref = torch.nn.functional.batch_norm(theirs[0], t_mean, t_var, theirs[1], theirs[2],
+                                             training=training)
+        g = rng.standard_normal(out.shape)
+        out.backward(g)
+        ref.backward(torch.tensor(g))
+        np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+        for a, t in zip(ours, theirs):
+            np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(mean, t_mean.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(var, t_var.numpy(), rtol=1e-12)
+
+
+def test_batchnorm2d_module_keeps_running_statistics_in_its_state_dict():
+    from tinyfcn import nn
+    layer = nn.BatchNorm2d(3, dtype=np.float64)
+    x = np.random.default_rng(7).standard_normal((4, 3, 5, 5)) * 2 + 1
+    layer(x)
+    state = layer.state_dict()
+    assert list(state) == ["weight", "bias", "running_mean", "running_var"]
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    np.testing.assert_allclose(state["running_mean"], 0.1 * x.mean(axis=(0, 2, 3)))
+    layer.eval()
+    expected = (x - state["running_mean"][None, :, None, None]) / np.sqrt(
+        state["running_var"][None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(layer(x).data, expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        F.batch_norm(np.zeros((1, 3, 1, 1)), np.zeros(3), np.ones(3), np.ones(3), np.zeros(3),
+                     training=True)

@@ -3,9 +3,10 @@
 from tinyfcn.functional.basic import center_crop, crop, dropout, relu
 from tinyfcn.functional.conv import conv2d, conv2d_matrix, conv_transpose2d
 from tinyfcn.functional.loss import cross_entropy
+from tinyfcn.functional.normalization import batch_norm
 from tinyfcn.functional.pooling import max_pool2d, max_unpool2d, unpool2d
 
 __all__ = [
-    "center_crop", "conv2d", "conv2d_matrix", "conv_transpose2d", "crop", "cross_entropy",
-    "dropout", "max_pool2d", "max_unpool2d", "relu", "unpool2d",
+    "batch_norm", "center_crop", "conv2d", "conv2d_matrix", "conv_transpose2d", "crop",
+    "cross_entropy", "dropout", "max_pool2d", "max_unpool2d", "relu", "unpool2d",
 ]

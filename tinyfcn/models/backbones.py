@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyfcn import functional as F
-from tinyfcn.nn import Conv2d, Module
+from tinyfcn.nn import BatchNorm2d, Conv2d, Module
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,17 @@ def make_backbone(name: str, fc_width=None) -> Backbone:
     return BACKBONES[name]() if fc_width is None else BACKBONES[name](fc_width)
 
 
-def add_encoder(model: Module, backbone: Backbone) -> None:
-    """Set conv1_1 ... conv5_x, fc6, fc7 on `model`."""
+def add_encoder(model: Module, backbone: Backbone, batch_norm: bool = False) -> None:
+    """Set conv1_1 ... conv5_x, fc6, fc7 on `model` (with batch_norm, each 3x3 conv is
+    followed by a BatchNorm2d named conv{b}_{i}_bn and has no bias of its own)."""
     in_ch = 3
     for b, (width, depth) in enumerate(backbone.blocks, start=1):
         for i in range(1, depth + 1):
             padding = backbone.first_padding if (b, i) == (1, 1) else 1
-            setattr(model, f"conv{b}_{i}", Conv2d(in_ch, width, 3, padding=padding))
+            setattr(model, f"conv{b}_{i}", Conv2d(in_ch, width, 3, padding=padding,
+                                                  bias=not batch_norm))
+            if batch_norm:
+                setattr(model, f"conv{b}_{i}_bn", BatchNorm2d(width))
             in_ch = width
     fc6_padding = 0 if backbone.fc6_kernel == 7 else backbone.fc6_kernel // 2
     model.fc6 = Conv2d(in_ch, backbone.fc_width, backbone.fc6_kernel, padding=fc6_padding)
@@ -74,7 +78,9 @@ def run_encoder(model: Module, backbone: Backbone, x, dropout: float, return_ind
     h = x
     for b, (_, depth) in enumerate(backbone.blocks, start=1):
         for i in range(1, depth + 1):
-            h = F.relu(getattr(model, f"conv{b}_{i}")(h))
+            h = getattr(model, f"conv{b}_{i}")(h)
+            norm = getattr(model, f"conv{b}_{i}_bn", None)
+            h = F.relu(norm(h) if norm is not None else h)
         sizes.append(h.shape[2:])
         if return_indices:
             h, idx = F.max_pool2d(h, 2, 2, ceil_mode=backbone.ceil_mode, return_indices=True)

@@ -2,6 +2,7 @@
 
 from tinyfcn.nn import init, utils
 from tinyfcn.nn.layers import (
+    BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
     Dropout,
@@ -10,9 +11,9 @@ from tinyfcn.nn.layers import (
     ReLU,
     Sequential,
 )
-from tinyfcn.nn.module import Module, Parameter
+from tinyfcn.nn.module import Buffer, Module, Parameter
 
 __all__ = [
-    "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "MaxUnpool2d", "Module", "Parameter",
-    "ReLU", "Sequential", "init", "utils",
+    "BatchNorm2d", "Buffer", "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "MaxUnpool2d",
+    "Module", "Parameter", "ReLU", "Sequential", "init", "utils",
 ]

@@ -7,7 +7,7 @@ import numpy as np
 from tinyfcn import functional as F
 from tinyfcn.functional._checks import pair
 from tinyfcn.nn import init
-from tinyfcn.nn.module import Module, Parameter
+from tinyfcn.nn.module import Buffer, Module, Parameter
 
 
 class Conv2d(Module):
@@ -49,6 +49,24 @@ class ConvTranspose2d(Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}"
                 + ("" if self.bias is not None else ", bias=False"))
+
+
+class BatchNorm2d(Module):
+    """Per-channel normalisation with learned scale and shift; running statistics in eval."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        self.running_mean = Buffer(np.zeros(num_features, dtype=dtype))
+        self.running_var = Buffer(np.ones(num_features, dtype=dtype))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean.data, self.running_var.data, self.weight,
+                            self.bias, self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
 class MaxPool2d(Module):

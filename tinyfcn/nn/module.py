@@ -20,6 +20,13 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class Buffer(Tensor):
+    """State that is saved with a Module but not trained (BatchNorm's running statistics)."""
+
+    def __init__(self, data):
+        super().__init__(data, requires_grad=False)
+
+
 class IncompatibleKeys(NamedTuple):
     missing_keys: list
     unexpected_keys: list
@@ -65,6 +72,15 @@ class Module:
     def parameters(self) -> Iterator[Parameter]:
         return (p for _, p in self.named_parameters())
 
+    def named_state(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """Parameters and buffers, in attribute order: what a state dict holds."""
+        for name, value in vars(self).items():
+            full = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, (Parameter, Buffer)):
+                yield full, value
+            elif isinstance(value, Module):
+                yield from value.named_state(full)
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> Module:
         for m in self.modules():
@@ -79,23 +95,23 @@ class Module:
             p.grad = None
 
     def to(self, dtype) -> Module:
-        """Cast every parameter to `dtype` (float64 for gradient checks, float32 to train)."""
-        for p in self.parameters():
+        """Cast parameters and buffers to `dtype` (float64 to gradcheck, float32 to train)."""
+        for _, p in self.named_state():
             p.data = p.data.astype(dtype)
             p.grad = None
         return self
 
     # ------------------------------------------------------------- state dicts
     def state_dict(self) -> OrderedDict:
-        """Parameter name -> NumPy array (the live arrays, not copies)."""
-        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+        """Parameter and buffer name -> NumPy array (the live arrays, not copies)."""
+        return OrderedDict((name, p.data) for name, p in self.named_state())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy arrays (NumPy, or anything np.asarray takes) into the parameters by name.
 
         Mis-shaped keys always raise; missing and unexpected keys raise when `strict`,
         otherwise they are returned (as PyTorch)."""
-        own = dict(self.named_parameters())
+        own = dict(self.named_state())
         given = {k: np.asarray(v) for k, v in state_dict.items()}
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
