@@ -211,3 +211,15 @@ def test_taps_that_never_land_inside_the_image():
                                conv_transpose2d_ref(x.data, w.data, padding=(2, 2),
                                                     output_padding=(1, 1), dilation=(2, 2)))
     assert gradcheck(lambda a, b: F.conv_transpose2d(a, b, **kwargs), [x, w])
+
+
+def test_pointwise_transposed_conv_with_output_padding():
+    """Regression (found by the explore profile): a 1x1 transposed conv whose output_padding
+    makes the output larger than the input must not take the 1x1 shortcut."""
+    rng = np.random.default_rng(10)
+    x = Tensor(rng.standard_normal((1, 2, 1, 1)), requires_grad=True)
+    w = Tensor(rng.standard_normal((2, 3, 1, 1)), requires_grad=True)
+    kwargs = dict(output_padding=(0, 1), dilation=(1, 2))
+    np.testing.assert_allclose(F.conv_transpose2d(x, w, **kwargs).data,
+                               conv_transpose2d_ref(x.data, w.data, **kwargs))
+    assert gradcheck(lambda a, b: F.conv_transpose2d(a, b, **kwargs), [x, w])

@@ -55,8 +55,10 @@ class Geometry:
 
     @property
     def is_pointwise(self) -> bool:
-        """A 1x1, stride-1, unpadded conv: the image already is its column matrix."""
-        return (self.kH, self.kW, self.sH, self.sW, self.pH, self.pW) == (1, 1, 1, 1, 0, 0)
+        """A 1x1, stride-1, unpadded conv between equal sizes (a transposed conv's
+        output_padding adds a row or column): the image already is its column matrix."""
+        return ((self.kH, self.kW, self.sH, self.sW, self.pH, self.pW) == (1, 1, 1, 1, 0, 0)
+                and (self.H, self.W) == (self.H_out, self.W_out))
 
     def im2col(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) -> (K, N*L)."""
