@@ -90,42 +90,33 @@ def main():
         print(f"| {name} 3x3 | {c_in}->{c_out} @ {size}x{size} | {ms[0]:.1f} | "
               f"{gflop / ms[0] * 1000:.0f} | {ms[1] / ms[0]:.0%} | {peer:.1f} | "
               f"{ms[0] / peer:.2f}x |")
-    others = []
-    x = Tensor(rng.standard_normal((BATCH, 21, SIZE // 8, SIZE // 8)).astype(np.float32),
-               requires_grad=True)
-    w = Tensor(rng.standard_normal((21, 21, 16, 16)).astype(np.float32), requires_grad=True)
-    g_up = rng.standard_normal((BATCH, 21, SIZE, SIZE)).astype(np.float32)
-    others.append(("conv_transpose2d k16 s8", "21->21 @ 16x16",
-                   lambda: F.conv_transpose2d(x, w, stride=8, padding=4).backward(g_up),
-                   "conv_transpose2d", (x, w), dict(stride=8, padding=4), g_up))
-    p = Tensor(rng.standard_normal((BATCH, 64, SIZE, SIZE)).astype(np.float32),
-               requires_grad=True)
-    g_pool = rng.standard_normal((BATCH, 64, SIZE // 2, SIZE // 2)).astype(np.float32)
-    others.append(("max_pool2d 2x2 + switches", "64 @ 128x128",
-                   lambda: F.max_pool2d(p, 2, return_indices=True)[0].backward(g_pool),
-                   "max_pool2d", (p,), dict(kernel_size=2, return_indices=True), g_pool))
-    pooled, idx = F.max_pool2d(p.data, 2, return_indices=True)
-    u = Tensor(pooled.data, requires_grad=True)
-    g_un = rng.standard_normal(p.shape).astype(np.float32)
-    others.append(("max_unpool2d", "64 @ 64x64 -> 128x128",
-                   lambda: F.max_unpool2d(u, idx, 2).backward(g_un),
-                   "max_unpool2d", (u,), dict(kernel_size=2), g_un))
-    for label, shape, ours, torch_name, inputs, kwargs, grad in others:
-        fns = [ours]
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    _, idx = F.max_pool2d(f32(BATCH, 64, SIZE, SIZE), 2, return_indices=True)
+    # (label, shape, op written once for both libraries: op(functional, *inputs), inputs, grad)
+    others = [
+        ("conv_transpose2d k16 s8", "21->21 @ 16x16",
+         lambda f, x, w: f.conv_transpose2d(x, w, stride=8, padding=4),
+         [f32(BATCH, 21, SIZE // 8, SIZE // 8), f32(21, 21, 16, 16)], f32(BATCH, 21, SIZE, SIZE)),
+        ("max_pool2d 2x2 + switches", "64 @ 128x128",
+         lambda f, x: f.max_pool2d(x, 2, return_indices=True)[0],
+         [f32(BATCH, 64, SIZE, SIZE)], f32(BATCH, 64, SIZE // 2, SIZE // 2)),
+        ("max_unpool2d", "64 @ 64x64 -> 128x128",
+         lambda f, x: f.max_unpool2d(x, idx if f is F else torch.tensor(idx), 2),
+         [f32(BATCH, 64, SIZE // 2, SIZE // 2)], f32(BATCH, 64, SIZE, SIZE)),
+    ]
+    for label, shape, op, arrays, grad in others:
+        mine = [Tensor(a, requires_grad=True) for a in arrays]
+        fns = [lambda op=op, mine=mine, grad=grad: op(F, *mine).backward(grad)]
         if torch is not None:
-            tensors = [torch.tensor(t.data, requires_grad=True) for t in inputs]
-            extra = (torch.tensor(idx),) if torch_name == "max_unpool2d" else ()
-            gt = torch.tensor(grad)
-
-            def theirs(tensors=tensors, extra=extra, gt=gt, torch_name=torch_name,
-                       kwargs=kwargs):
-                out = getattr(torch.nn.functional, torch_name)(*tensors, *extra, **kwargs)
-                (out[0] if isinstance(out, tuple) else out).backward(gt)
-            fns.append(theirs)
+            peer = [torch.tensor(a, requires_grad=True) for a in arrays]
+            peer_grad = torch.tensor(grad)
+            fns.append(lambda op=op, peer=peer, g=peer_grad:
+                       op(torch.nn.functional, *peer).backward(g))
         ms = interleaved(fns, args.repeats)
-        peer = ms[1] if len(ms) > 1 else float("nan")
-        print(f"| {label} | {shape} | {ms[0]:.1f} | | | {peer:.1f} | {ms[0] / peer:.2f}x |")
-
+        peer_ms = ms[1] if len(ms) > 1 else float("nan")
+        print(f"| {label} | {shape} | {ms[0]:.1f} | | | {peer_ms:.1f} | {ms[0] / peer_ms:.2f}x |")
 
 if __name__ == "__main__":
     main()

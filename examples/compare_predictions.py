@@ -17,8 +17,8 @@ import numpy as np
 
 import tinyfcn
 from tinyfcn import models
-from tinyfcn.data import DataError, VOCSegmentation, colorize, synthetic
-from tinyfcn.data.visualize import panel, save_png
+from tinyfcn.data import DataError, VOCSegmentation, colorize, synthetic, write_image
+from tinyfcn.data.visualize import panel
 
 
 def main(argv=None) -> int:
@@ -34,12 +34,8 @@ def main(argv=None) -> int:
     try:
         root = args.voc_root or synthetic.ensure()
         dataset = VOCSegmentation(root, args.split)
-        nets = []
-        for path in args.checkpoints:
-            ckpt = tinyfcn.load(path)
-            model = models.build(ckpt["config"])
-            model.load_state_dict(ckpt["model"])
-            nets.append(model.eval())
+        nets = [models.from_checkpoint(tinyfcn.load(path), path).eval()
+                for path in args.checkpoints]
         rows = []
         for i in args.images:
             image, label = dataset[i]
@@ -52,7 +48,7 @@ def main(argv=None) -> int:
     except (DataError, FileNotFoundError, ValueError, IndexError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_png(args.out, panel(rows, height=112))
+    write_image(args.out, panel(rows, height=112))
     names = ", ".join(n.config["model"] for n in nets)
     print(f"Wrote {args.out}: image | ground truth | {names}")
     return 0

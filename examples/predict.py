@@ -16,8 +16,8 @@ import numpy as np
 
 import tinyfcn
 from tinyfcn import models
-from tinyfcn.data import DataError, read_image, write_label
-from tinyfcn.data.visualize import overlay, save_png
+from tinyfcn.data import DataError, read_image, write_image, write_label
+from tinyfcn.data.visualize import overlay
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -43,11 +43,7 @@ def image_files(inputs):
 
 def load_model(path):
     ckpt = tinyfcn.load(path)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path}: not a training checkpoint (no model config)")
-    model = models.build(ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt.get("class_names")
+    return models.from_checkpoint(ckpt, path).eval(), ckpt.get("class_names")
 
 
 def main(argv=None) -> int:
@@ -62,7 +58,7 @@ def main(argv=None) -> int:
             with tinyfcn.no_grad():
                 pred = model(model.preprocess(image)).data[0].argmax(0).astype(np.uint8)
             write_label(args.out / f"{path.stem}.png", pred)
-            save_png(args.out / f"{path.stem}-overlay.png", overlay(image, pred))
+            write_image(args.out / f"{path.stem}-overlay.png", overlay(image, pred))
             present = [class_names[c] if class_names else str(c) for c in np.unique(pred)]
             print(f"{path}: {', '.join(present)}")
     except (DataError, FileNotFoundError, ValueError) as e:

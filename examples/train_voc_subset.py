@@ -26,11 +26,11 @@ from tqdm import tqdm
 import tinyfcn
 import tinyfcn.functional as F
 from tinyfcn import models, optim
-from tinyfcn.data import DataError, VOCSegmentation, synthetic
+from tinyfcn.data import DataError, VOCSegmentation, synthetic, write_image
 from tinyfcn.data.check import find_bad
 from tinyfcn.data.loader import batches_per_epoch, epoch_batches, subset_ids
 from tinyfcn.data.transforms import TrainAugment, resize
-from tinyfcn.data.visualize import panel, prediction_row, save_png, training_curve
+from tinyfcn.data.visualize import panel, prediction_row, training_curve
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
 from tinyfcn.serialization import atomic_write
@@ -247,7 +247,7 @@ def save_epoch_outputs(out, model, opt, sched, state, class_names, result, previ
         save_checkpoint(out / "checkpoint-best.npz", model, opt, sched, state, class_names)
     history_json = json.dumps(state["history"], indent=1).encode()
     atomic_write(out / "metrics.json", lambda f: f.write(history_json))
-    save_png(out / "predictions" / f"epoch-{state['epoch']:03d}.png", panel(previews))
+    write_image(out / "predictions" / f"epoch-{state['epoch']:03d}.png", panel(previews))
     training_curve(state["history"], out / "training-curve.png")
 
 
@@ -261,8 +261,7 @@ def run(args):
              "best_miou": -1.0, "seed": args.seed, "epoch_start": 0.0}
     if args.resume:
         ckpt = tinyfcn.load(args.resume)
-        model = models.build(ckpt["config"])
-        model.load_state_dict(ckpt["model"])
+        model = models.from_checkpoint(ckpt, args.resume)
         if list(ckpt["class_names"]) != list(class_names):
             raise DataError(f"{args.resume}: checkpoint classes differ from the data set's")
     else:
@@ -291,7 +290,7 @@ def run(args):
         result, previews = evaluate(model, val, val_ids, num_classes)
         record = {"epoch": state["epoch"], "train_loss": float("nan"), **result, "seconds": 0.0}
         print_table(record, class_names)
-        save_png(args.out / "predictions" / "eval.png", panel(previews))
+        write_image(args.out / "predictions" / "eval.png", panel(previews))
         return 0
 
     augment = TrainAugment(args.crop_size)

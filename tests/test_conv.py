@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from oracle import agrees_with_pytorch
 from reference import conv2d_ref, conv_transpose2d_ref, im2col_ref
 from tinyfcn.kernels import col2im, conv_transpose_out_size, im2col
 
@@ -167,21 +168,6 @@ def test_dtype_mismatch_and_integer_input_raise_type_error():
 
 # ------------------------------------------------------------------ PyTorch oracle
 
-def _agrees_with_pytorch(torch, name, arrays, rng, **kwargs):
-    """Forward and every gradient of F.<name> equal torch.nn.functional.<name>."""
-    ours = [Tensor(v, requires_grad=True) for v in arrays]
-    theirs = [torch.tensor(v, requires_grad=True) for v in arrays]
-    out = getattr(F, name)(*ours, **kwargs)
-    ref = getattr(torch.nn.functional, name)(*theirs, **kwargs)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    ref.backward(torch.tensor(g))
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
-    for a, t in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-10)
-    return out.shape
-
-
 @given(conv_cases())
 def test_conv_ops_agree_with_pytorch(case):
     torch = pytest.importorskip("torch")
@@ -190,13 +176,16 @@ def test_conv_ops_agree_with_pytorch(case):
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     w = rng.standard_normal(w_shape)
     arrays = (rng.standard_normal(x_shape), w, rng.standard_normal(w_shape[0]))
-    out_shape = _agrees_with_pytorch(torch, "conv2d", arrays, rng, **kwargs)
+    torch_f = torch.nn.functional
+    out_shape = agrees_with_pytorch(torch, lambda *t: F.conv2d(*t, **kwargs),
+                                    lambda *t: torch_f.conv2d(*t, **kwargs), arrays, rng)
     # the transposed conv of the same weight, from the conv's output size
     H_back, W_back = (conv_transpose_out_size(n, k, s, p, 0, d) for n, k, s, p, d in
                       zip(out_shape[2:], w_shape[2:], stride, padding, dilation))
     assume(H_back >= 1 and W_back >= 1)
     arrays = (rng.standard_normal(out_shape), w, rng.standard_normal(w_shape[1]))
-    _agrees_with_pytorch(torch, "conv_transpose2d", arrays, rng, **kwargs)
+    agrees_with_pytorch(torch, lambda *t: F.conv_transpose2d(*t, **kwargs),
+                        lambda *t: torch_f.conv_transpose2d(*t, **kwargs), arrays, rng)
 
 
 def test_taps_that_never_land_inside_the_image():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from oracle import agrees_with_pytorch
 from reference import cross_entropy_ref
 
 import tinyfcn
@@ -73,17 +74,12 @@ def test_cross_entropy_agrees_with_pytorch():
     logits, target = _case(rng)
     weight = rng.random(4) + 0.5
     for reduction in ("mean", "sum", "none"):
-        ours = Tensor(logits.data, requires_grad=True)
-        theirs = torch.tensor(logits.data, requires_grad=True)
-        out = F.cross_entropy(ours, target, weight=weight, reduction=reduction)
-        ref = torch.nn.functional.cross_entropy(theirs, torch.tensor(target),
-                                                weight=torch.tensor(weight), ignore_index=255,
-                                                reduction=reduction)
-        g = rng.standard_normal(out.shape)
-        out.backward(g)
-        ref.backward(torch.tensor(g))
-        np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-10)
-        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-9, atol=1e-12)
+        agrees_with_pytorch(
+            torch, lambda x, r=reduction: F.cross_entropy(x, target, weight=weight, reduction=r),
+            lambda x, r=reduction: torch.nn.functional.cross_entropy(
+                x, torch.tensor(target), weight=torch.tensor(weight), ignore_index=255,
+                reduction=r),
+            [logits.data], rng, atol=1e-12)
 
 
 def test_dropout_scales_kept_values_and_gradchecks():
@@ -131,17 +127,11 @@ def test_batch_norm_agrees_with_pytorch_including_running_statistics():
     mean, var = np.zeros(3), np.ones(3)
     t_mean, t_var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     for training in (True, True, False):
-        ours = [Tensor(a, requires_grad=True) for a in arrays]
-        theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
-        out = F.batch_norm(ours[0], mean, var, ours[1], ours[2], training=training)
-        ref = torch.nn.functional.batch_norm(theirs[0], t_mean, t_var, theirs[1], theirs[2],
-                                             training=training)
-        g = rng.standard_normal(out.shape)
-        out.backward(g)
-        ref.backward(torch.tensor(g))
-        np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
-        for a, t in zip(ours, theirs):
-            np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-9, atol=1e-12)
+        agrees_with_pytorch(
+            torch, lambda x, w, b, t=training: F.batch_norm(x, mean, var, w, b, training=t),
+            lambda x, w, b, t=training: torch.nn.functional.batch_norm(x, t_mean, t_var, w, b,
+                                                                       training=t),
+            arrays, rng, atol=1e-12)
         np.testing.assert_allclose(mean, t_mean.numpy(), rtol=1e-12)
         np.testing.assert_allclose(var, t_var.numpy(), rtol=1e-12)
 

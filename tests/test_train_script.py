@@ -223,3 +223,16 @@ def test_sigterm_saves_a_checkpoint_and_exits(voc, tmp_path):
     assert proc.returncode == 130
     assert "Interrupted (SIGTERM)" in stdout
     assert tinyfcn.load(out / "checkpoint-last.npz")["epoch"] >= 1
+
+
+def test_time_budget_stops_after_the_epoch_and_still_writes_every_output(voc, tmp_path, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    argv = ["--voc-root", str(voc), "--epochs", "5", "--out", str(out),
+            *[a for a in TOY if a not in ("--time-budget", "0")], "--time-budget", "0.001"]
+    assert train.main(argv) == 0
+    assert "Time budget of 0 s reached after epoch 1" in capsys.readouterr().out
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
+    for name in ("checkpoint-last.npz", "checkpoint-best.npz", "training-curve.png",
+                 "predictions/epoch-001.png"):
+        assert (out / name).is_file(), name

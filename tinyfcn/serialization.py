@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyfcn.tensor import Tensor
+
 FORMAT = "tinyfcn-checkpoint"
 VERSION = 1
 HEADER = "__tinyfcn__"
@@ -25,8 +27,8 @@ os.umask(_UMASK)
 
 def _flatten(obj, path: str, arrays: dict):
     """The JSON structure of `obj`, with arrays moved into `arrays`."""
-    if hasattr(obj, "numpy") and hasattr(obj, "data") and not isinstance(obj, np.ndarray):
-        obj = obj.numpy()  # a Tensor
+    if isinstance(obj, Tensor):
+        obj = obj.data
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError(f"cannot save an object array at {path!r}")

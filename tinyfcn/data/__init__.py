@@ -3,8 +3,15 @@ Needs only NumPy and Pillow."""
 
 from tinyfcn.data import synthetic
 from tinyfcn.data.errors import DataError
-from tinyfcn.data.palette import colorize, read_image, read_label, voc_colormap, write_label
+from tinyfcn.data.palette import (
+    colorize,
+    read_image,
+    read_label,
+    voc_colormap,
+    write_image,
+    write_label,
+)
 from tinyfcn.data.voc import VOC_CLASSES, VOCSegmentation
 
 __all__ = ["VOC_CLASSES", "DataError", "VOCSegmentation", "colorize", "read_image",
-           "read_label", "synthetic", "voc_colormap", "write_label"]
+           "read_label", "synthetic", "voc_colormap", "write_image", "write_label"]

@@ -62,27 +62,22 @@ def read_image(path) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
 
-def _png_bytes(image: Image.Image) -> bytes:
+def _write(path, image: Image.Image, **options) -> None:
+    """Encode `image` by the suffix of `path` (JPEG or PNG) and write it atomically."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    image.save(buffer, format="JPEG" if jpeg else "PNG", **(options if jpeg else {}))
+    data = buffer.getvalue()
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def write_label(path, label: np.ndarray) -> None:
     """Write class indices as a palette PNG with the VOC colours, atomically."""
     image = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
     image.putpalette(COLORMAP.ravel().tolist())
-    data = _png_bytes(image)
-    atomic_write(Path(path), lambda f: f.write(data))
+    _write(path, image)
 
 
 def write_image(path, image: np.ndarray, quality: int = 92) -> None:
     """Write an RGB image (JPEG or PNG by suffix), atomically."""
-    buffer = io.BytesIO()
-    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        pil.save(buffer, format="JPEG", quality=quality)
-    else:
-        pil.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    atomic_write(Path(path), lambda f: f.write(data))
+    _write(path, Image.fromarray(np.asarray(image, dtype=np.uint8)), quality=quality)

@@ -69,7 +69,7 @@ def _polygon(shape: str, cx: float, cy: float, size: float, angle: float, rng) -
     return [(cx + x, cy + y) for x, y in rotated]
 
 
-def _texture(kind: str, H: int, W: int, cx, cy, angle, period, rng) -> np.ndarray:
+def _texture(kind: str, H: int, W: int, cx, cy, angle, period) -> np.ndarray:
     """(H, W) in {0, 1}: which of the object's two colours each pixel takes."""
     y, x = np.mgrid[:H, :W].astype(np.float32)
     c, s = np.cos(angle), np.sin(angle)
@@ -115,8 +115,7 @@ def _background(H: int, W: int, rng) -> np.ndarray:
     small_shape = (max(H // 16, 2), max(W // 16, 2))
     small = np.stack([_random_colour(rng) for _ in range(small_shape[0] * small_shape[1])])
     small = small.reshape(*small_shape, 3).astype(np.uint8)
-    base = np.array(Image.fromarray(small).resize((W, H), Image.BICUBIC), dtype=np.float32)
-    canvas = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    canvas = Image.fromarray(small).resize((W, H), Image.BICUBIC)
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(3, 8)):
         x0, y0 = rng.uniform(0, W), rng.uniform(0, H)
@@ -161,8 +160,8 @@ def draw_scene(rng: np.random.Generator, min_size: int = 88, max_size: int = 136
         if mask.sum() < 12:
             continue
         a, b = _class_colours(cls, rng)
-        pattern = _texture(texture, H, W, cx, cy, rng.uniform(0, np.pi), rng.choice([2, 3]),
-                           rng)[..., None]
+        pattern = _texture(texture, H, W, cx, cy, rng.uniform(0, np.pi),
+                           rng.choice([2, 3]))[..., None]
         object_pixels = a * (1 - pattern) + b * pattern
         image[mask] = object_pixels[mask]
         label[mask] = cls  # later objects occlude earlier ones

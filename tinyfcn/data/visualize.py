@@ -3,21 +3,10 @@ Pillow only (no plotting library at run time)."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tinyfcn.data.palette import colorize
-from tinyfcn.serialization import atomic_write
-
-
-def save_png(path, image: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    data = buffer.getvalue()
-    atomic_write(Path(path), lambda f: f.write(data))
+from tinyfcn.data.palette import colorize, write_image
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -81,4 +70,4 @@ def training_curve(history: list, path, size=(480, 300)) -> None:
         draw.text((margin, H - margin + 6), f"epoch 1 .. {x_max}", fill="black")
         draw.text((W - 190, 14), f"train loss (max {loss_max:.2f})", fill=(200, 40, 40))
         draw.text((W - 190, 28), "val mIoU (0..1)", fill=(40, 60, 200))
-    save_png(path, np.array(canvas))
+    write_image(path, np.array(canvas))

@@ -146,9 +146,14 @@ class ConvTranspose2d(Function):
 
     def backward(self, g):
         N = g.shape[0]
-        gx2, col = _im2col_gemm(g, self.w2, self.geo)              # (C_in, N*L), (K, N*L)
-        gx = _unrows(gx2, N, self.geo.H_out, self.geo.W_out) if self.needs_grad[0] else None
-        gw = (self.x2 @ col.T).reshape(self.w_shape) if self.needs_grad[1] else None
+        gx = gw = None
+        if self.needs_grad[0]:
+            gx2, col = _im2col_gemm(g, self.w2, self.geo)          # (C_in, N*L), (K, N*L)
+            gx = _unrows(gx2, N, self.geo.H_out, self.geo.W_out)
+        else:
+            col = self.geo.im2col(g)                                # (K, N*L)
+        if self.needs_grad[1]:
+            gw = (self.x2 @ col.T).reshape(self.w_shape)
         gb = g.sum(axis=(0, 2, 3)) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
 

@@ -1,5 +1,5 @@
 """FCN-32s / 16s / 8s and a DeconvNet-style model; `build(config)` rebuilds one from
-the `config` dict every model carries (and every checkpoint stores)."""
+the `config` dict every model carries, `from_checkpoint` one with its trained weights."""
 
 from tinyfcn.models.deconvnet import DeconvNet, deconvnet
 from tinyfcn.models.fcn import FCN, fcn8s, fcn16s, fcn32s
@@ -16,4 +16,14 @@ def build(config: dict):
     return MODELS[name](**config)
 
 
-__all__ = ["FCN", "MODELS", "DeconvNet", "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s"]
+def from_checkpoint(checkpoint: dict, path=""):
+    """The model a training checkpoint holds (its `config` and `model` weights)."""
+    if not isinstance(checkpoint, dict) or not {"config", "model"} <= set(checkpoint):
+        raise ValueError(f"{path or 'checkpoint'}: not a training checkpoint (no model config)")
+    model = build(checkpoint["config"])
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+__all__ = ["FCN", "MODELS", "DeconvNet", "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s",
+           "from_checkpoint"]
