@@ -1,4 +1,4 @@
-"""Peak resident memory of a training step and JIT start-up time (BENCHMARKS.md items 5, 6).
+"""Peak resident memory of a training step and JIT start-up time (benchmarks/README.md, items 5, 6).
 
     python benchmarks/bench_memory_startup.py
 

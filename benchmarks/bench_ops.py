@@ -1,5 +1,5 @@
 """Per-layer timings of FCN-8s-lite's ops, tinyfcn and PyTorch side by side, with the NumPy
-matmul roofline of each conv's GEMM shapes (BENCHMARKS.md items 3 and 4).
+matmul roofline of each conv's GEMM shapes (benchmarks/README.md, items 3 and 4).
 
     python benchmarks/bench_ops.py [--repeats 5]
 

@@ -1,5 +1,6 @@
-"""FCN-8s-lite training step and inference, tinyfcn and PyTorch side by side (BENCHMARKS.md
-items 1 and 2). Runs are interleaved (A, B, A, B, ...); medians and their ratio are printed.
+"""FCN-8s-lite training step and inference, tinyfcn and PyTorch side by side
+(benchmarks/README.md, items 1 and 2). Runs are interleaved (A, B, A, B, ...); medians and
+their ratio are printed.
 
     python benchmarks/bench_train_step.py [--repeats 7]
 """

@@ -13,7 +13,9 @@ import tinyfcn
 import tinyfcn.functional as F
 from tinyfcn import models, optim
 
-TRAIN_STEP_GFLOP = 46.7  # BENCHMARKS.md: forward + backward of 8 images at 3 x 128 x 128
+tinyfcn.configure_runtime()  # what tinyfcn's own entry points run with
+
+TRAIN_STEP_GFLOP = 46.7  # benchmarks/README.md: forward + backward of 8 images at 3 x 128 x 128
 FORWARD_GFLOP = 1.95 * BATCH
 
 

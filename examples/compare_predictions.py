@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import tinyfcn
 from tinyfcn import models
 from tinyfcn.data import DataError, VOCSegmentation, colorize, synthetic, write_image
@@ -39,12 +37,7 @@ def main(argv=None) -> int:
         rows = []
         for i in args.images:
             image, label = dataset[i]
-            row = [image, colorize(label)]
-            with tinyfcn.no_grad():
-                for model in nets:
-                    pred = model(model.preprocess(image)).data[0].argmax(0)
-                    row.append(colorize(pred.astype(np.uint8)))
-            rows.append(row)
+            rows.append([image, colorize(label), *(colorize(net.predict(image)) for net in nets)])
     except (DataError, FileNotFoundError, ValueError, IndexError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

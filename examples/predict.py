@@ -48,6 +48,7 @@ def load_model(path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    tinyfcn.configure_runtime()
     try:
         model, class_names = load_model(args.checkpoint)
         files = list(image_files(args.inputs))
@@ -55,8 +56,7 @@ def main(argv=None) -> int:
             raise DataError("no images found in " + ", ".join(map(str, args.inputs)))
         for path in files:
             image = read_image(path)
-            with tinyfcn.no_grad():
-                pred = model(model.preprocess(image)).data[0].argmax(0).astype(np.uint8)
+            pred = model.predict(image)
             write_label(args.out / f"{path.stem}.png", pred)
             write_image(args.out / f"{path.stem}-overlay.png", overlay(image, pred))
             present = [class_names[c] if class_names else str(c) for c in np.unique(pred)]

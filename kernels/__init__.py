@@ -9,8 +9,8 @@ Kernels trust their callers: `tinyfcn.functional` validates every shape and
 index before a kernel runs.
 """
 
-from tinyfcn.kernels.im2col import col2im, im2col
-from tinyfcn.kernels.pooling import (
+from .im2col import col2im, im2col
+from .pooling import (
     max_pool2d,
     max_pool2d_2x2,
     max_pool2d_backward,
@@ -21,7 +21,7 @@ from tinyfcn.kernels.pooling import (
     unpool_zeros,
     unpool_zeros_backward,
 )
-from tinyfcn.kernels.shapes import conv_out_size, conv_transpose_out_size, pool_out_size
+from .shapes import conv_out_size, conv_transpose_out_size, pool_out_size
 
 __all__ = [
     "col2im", "conv_out_size", "conv_transpose_out_size", "im2col", "max_pool2d", "max_pool2d_2x2",

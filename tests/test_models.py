@@ -23,7 +23,7 @@ def test_vgg16_fcns_have_reference_names_and_shapes():
                      "score_pool3", "upscore2", "upscore_pool4", "upscore8"]:
         assert expected in names
     assert model.fc6.weight.shape == (32, 512, 7, 7)
-    assert model.upscore8.bias is None and model.conv1_1.padding == 100
+    assert model.upscore8.bias is None and model.conv1_1.padding == (100, 100)
     assert [n for n in names if n.startswith("upscore")] == ["upscore2", "upscore_pool4",
                                                             "upscore8"]
     assert "upscore.weight" in dict(models.fcn32s(fc_width=8).named_parameters())

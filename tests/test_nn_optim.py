@@ -143,6 +143,32 @@ def test_optimizers_agree_with_pytorch(name, kwargs):
     np.testing.assert_allclose(ours, p.detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_caffe_style_parameter_groups_equal_pytorch_groups_with_scaled_lr_and_decay(name):
+    torch = pytest.importorskip("torch")
+    lr, wd = 0.05, 1e-2
+    extra = dict(momentum=0.99) if name == "SGD" else {}
+    w, b = nn.Parameter(np.array([1.0, -2.0])), nn.Parameter(np.array([0.5]))
+    ours = getattr(optim, name)([{"params": [w]}, {"params": [b], "lr_mult": 2,
+                                                    "decay_mult": 0}],
+                                lr=lr, weight_decay=wd, **extra)
+    tw, tb = (torch.tensor(p.data.copy(), requires_grad=True) for p in (w, b))
+    theirs = getattr(torch.optim, name)([{"params": [tw]},
+                                         {"params": [tb], "lr": 2 * lr, "weight_decay": 0}],
+                                        lr=lr, weight_decay=wd, **extra)
+    for _ in range(5):
+        ours.zero_grad()
+        ((w * w).sum() + (b * b * 3).sum()).backward()
+        ours.step()
+        theirs.zero_grad()
+        ((tw * tw).sum() + (tb * tb * 3).sum()).backward()
+        theirs.step()
+    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="lr_mult"):
+        optim.SGD([{"params": [w], "lr": 0.1}], lr=lr)
+
+
 def test_optimizer_state_dict_round_trip_continues_identically(tmp_path):
     def make():
         p = nn.Parameter(np.array([1.0, -2.0], dtype=np.float32))

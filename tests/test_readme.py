@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import numpy as np
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -13,3 +15,13 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     exec(compile(tour, "README.md tour", "exec"), namespace)
     assert (tmp_path / "fcn8s.npz").is_file()
     assert namespace["again"].config == namespace["model"].config
+
+
+def test_readme_adding_an_op_example_runs():
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                 if "class LeakyReLU" in b)
+    namespace = {}
+    exec(compile(block, "README.md Adding an op", "exec"), namespace)
+    x = namespace["x"]
+    out = namespace["leaky_relu"](x, 0.1)
+    np.testing.assert_allclose(out.data, np.where(x.data < 0, 0.1 * x.data, x.data))

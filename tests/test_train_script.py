@@ -10,6 +10,7 @@ from test_data_metrics import write_voc_fixture
 
 import tinyfcn
 import tinyfcn.data
+import tinyfcn.functional as F
 from tinyfcn.data import write_label
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_voc_subset.py"
@@ -45,7 +46,7 @@ def test_trains_on_any_voc_layout_and_writes_every_output(voc, tmp_path, capsys)
                  "predictions/epoch-002.png"):
         assert (out / name).is_file(), name
     ckpt = tinyfcn.load(out / "checkpoint-last.npz")
-    assert ckpt["epoch"] == 2 and ckpt["config"]["num_classes"] == 4
+    assert ckpt["position"]["epoch"] == 2 and ckpt["config"]["num_classes"] == 4
     printed = capsys.readouterr().out
     assert "mean IoU" in printed and "class3" in printed
 
@@ -58,7 +59,7 @@ def test_interrupted_and_resumed_run_equals_one_run(voc, tmp_path, monkeypatch, 
     assert train.main([*base, "--out", str(whole)]) == 0
 
     calls = {"n": 0}
-    real_loss = train.F.cross_entropy
+    real_loss = F.cross_entropy
 
     def loss_then_ctrl_c(*args, **kwargs):
         calls["n"] += 1
@@ -66,7 +67,7 @@ def test_interrupted_and_resumed_run_equals_one_run(voc, tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train.F, "cross_entropy", loss_then_ctrl_c)
+    monkeypatch.setattr(F, "cross_entropy", loss_then_ctrl_c)
     assert train.main([*base, "--out", str(part)]) == 130
     monkeypatch.undo()
     assert train.main([*base, "--out", str(part),
@@ -168,17 +169,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkey
     train = load_script()
     out = tmp_path / "run"
     calls = {"n": 0}
-    real_loss = train.F.cross_entropy
+    real_loss = F.cross_entropy
 
     def nan_in_epoch_two(*args, **kwargs):
         calls["n"] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", nan_in_epoch_two)
+    monkeypatch.setattr(F, "cross_entropy", nan_in_epoch_two)
     assert train.main(["--voc-root", str(voc), "--epochs", "2", "--out", str(out), *TOY]) == 1
-    assert "loss is nan at epoch 2, step 1" in capsys.readouterr().out
-    assert tinyfcn.load(out / "checkpoint-last.npz")["epoch"] == 1
+    assert "error: loss is nan at epoch 2, step 1" in capsys.readouterr().err
+    assert tinyfcn.load(out / "checkpoint-last.npz")["position"]["epoch"] == 1
 
 
 def test_resident_memory_does_not_grow_over_200_steps():
@@ -221,18 +222,30 @@ def test_sigterm_saves_a_checkpoint_and_exits(voc, tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert "Interrupted (SIGTERM)" in stdout
-    assert tinyfcn.load(out / "checkpoint-last.npz")["epoch"] >= 1
+    assert "Interrupted by SIGTERM" in stdout
+    assert tinyfcn.load(out / "checkpoint-last.npz")["position"]["epoch"] >= 1
 
 
-def test_time_budget_stops_after_the_epoch_and_still_writes_every_output(voc, tmp_path, capsys):
+def test_time_budget_stops_mid_epoch_writes_every_output_and_resumes_there(voc, tmp_path,
+                                                                             capsys):
     train = load_script()
-    out = tmp_path / "run"
-    argv = ["--voc-root", str(voc), "--epochs", "5", "--out", str(out),
-            *[a for a in TOY if a not in ("--time-budget", "0")], "--time-budget", "0.001"]
-    assert train.main(argv) == 0
-    assert "Time budget of 0 s reached after epoch 1" in capsys.readouterr().out
-    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    base = ["--voc-root", str(voc), "--epochs", "2", *TOY]
+    budget = [*[a for a in base if a not in ("--time-budget", "0")], "--time-budget", "0.001"]
+    assert train.main([*budget, "--out", str(out)]) == 0
+    assert "Time budget of 0 s reached in epoch 1" in capsys.readouterr().out
+    records = json.loads((out / "metrics.json").read_text())
+    assert [(r["epoch"], r["steps"]) for r in records] == [(1, 1)]  # a partial epoch
     for name in ("checkpoint-last.npz", "checkpoint-best.npz", "training-curve.png",
                  "predictions/epoch-001.png"):
         assert (out / name).is_file(), name
+    assert tinyfcn.load(out / "checkpoint-last.npz")["position"]["step_in_epoch"] == 1
+    # the resumed run does the rest of epoch 1, not epoch 2 at once
+    assert train.main([*base, "--out", str(out), "--resume",
+                       str(out / "checkpoint-last.npz")]) == 0
+    assert train.main([*base, "--out", str(whole)]) == 0
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in b] == [1, 2] and "steps" not in b[0]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["mean_iou"] == pytest.approx(rb["mean_iou"], rel=1e-5)

@@ -1,19 +1,45 @@
-"""tinyfcn: a from-scratch autograd engine in NumPy + Numba for Fully Convolutional Networks."""
+"""tinyfcn: a from-scratch autograd engine in NumPy + Numba for Fully Convolutional Networks.
 
-from tinyfcn import ops
-from tinyfcn._runtime import configure, set_kernel_threads
-from tinyfcn.gradcheck import gradcheck
-from tinyfcn.ops import concatenate, exp, log, pad, relu, sigmoid, sqrt, stack, tanh
-from tinyfcn.random import get_rng_state, manual_seed, set_rng_state
-from tinyfcn.serialization import load, save
-from tinyfcn.tensor import Function, Tensor, is_grad_enabled, no_grad
+Names are loaded on first use (PEP 562), so `import tinyfcn.data` or
+`tinyfcn.metrics` needs only NumPy and Pillow, and importing tinyfcn changes
+nothing in the host process: the speed settings of `tinyfcn.configure_runtime()`
+are applied by tinyfcn's own training and benchmark entry points, or by you.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-configure()
+# public name -> the module that defines it
+_EXPORTS = {
+    "Function": "tinyfcn.tensor", "Tensor": "tinyfcn.tensor", "as_tensor": "tinyfcn.tensor",
+    "is_grad_enabled": "tinyfcn.tensor", "no_grad": "tinyfcn.tensor",
+    "concatenate": "tinyfcn.ops", "exp": "tinyfcn.ops", "log": "tinyfcn.ops",
+    "pad": "tinyfcn.ops", "relu": "tinyfcn.ops", "sigmoid": "tinyfcn.ops",
+    "sqrt": "tinyfcn.ops", "stack": "tinyfcn.ops", "tanh": "tinyfcn.ops",
+    "gradcheck": "tinyfcn.gradcheck",
+    "get_rng_state": "tinyfcn.random", "manual_seed": "tinyfcn.random",
+    "set_rng_state": "tinyfcn.random",
+    "load": "tinyfcn.serialization", "save": "tinyfcn.serialization",
+    "configure_runtime": "tinyfcn._runtime", "set_kernel_threads": "tinyfcn._runtime",
+}
+_SUBMODULES = {"data", "functional", "metrics", "models", "nn", "ops", "optim", "train",
+               "utils"}
 
-__all__ = [
-    "Function", "Tensor", "concatenate", "exp", "get_rng_state", "gradcheck",
-    "is_grad_enabled", "load", "log", "manual_seed", "no_grad", "ops", "pad", "relu", "save",
-    "set_kernel_threads", "set_rng_state", "sigmoid", "sqrt", "stack", "tanh",
-]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"tinyfcn.{name}")
+    else:
+        raise AttributeError(f"module 'tinyfcn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+
+
+__all__ = sorted(_EXPORTS)

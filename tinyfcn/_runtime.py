@@ -1,4 +1,7 @@
-"""Process-wide settings that make NumPy + Numba fast for this workload. Applied on import.
+"""Process-wide settings that make NumPy + Numba fast for this workload.
+
+Not applied on import: `tinyfcn.configure_runtime()` applies them, and tinyfcn's own
+training, prediction and benchmark entry points call it.
 
 1. Keep freed large buffers. A training step allocates and frees the same few
    hundred MB of im2col buffers every time; glibc returns allocations above
@@ -12,7 +15,7 @@
    kernel threads and 0.60 s with 1 (the kernels are memory-bound anyway).
    `tinyfcn.set_kernel_threads(n)` changes it; the kernels stay `parallel=True`.
 
-TINYFCN_DEFAULT_RUNTIME=1 in the environment leaves both alone.
+TINYFCN_DEFAULT_RUNTIME=1 in the environment makes `configure_runtime` leave both alone.
 """
 
 import ctypes
@@ -29,8 +32,10 @@ def keep_freed_buffers() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        # 1 GiB each: any larger does not fit mallopt's C int
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 31))
+                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         return False
 
@@ -40,7 +45,8 @@ def set_kernel_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def configure() -> None:
+def configure_runtime() -> None:
+    """Apply both settings to this process (see above); idempotent."""
     if os.environ.get("TINYFCN_DEFAULT_RUNTIME"):
         return
     keep_freed_buffers()

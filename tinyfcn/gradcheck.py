@@ -69,46 +69,56 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
     upstream = rng.standard_normal(out.shape)
     analytic = _run(fn, inputs, upstream)
-
     for i in checked:
-        x = inputs[i]
-        grad = analytic[i]
-        name = f"#{i} (shape {x.shape})"
-        if grad is None:
-            grad = np.zeros_like(x.data)
-        if grad.shape != x.shape:
-            raise AssertionError(f"gradcheck: gradient of input {name} has shape {grad.shape}")
-        original = x.data.copy()
+        _check_against_numeric(fn, inputs, i, analytic[i], upstream, eps, atol, rtol, rng)
+    _check_zero_upstream(fn, inputs, checked, out.shape)
+    _check_repeatable(fn, inputs, checked, analytic, upstream)
+    return True
 
-        def objective_at(delta, x=x, original=original):
-            x.data = original + delta
-            try:
-                return _objective(fn, inputs, upstream)
-            finally:
-                x.data = original
 
-        if x.size <= FULL_CHECK_MAX_SIZE:
-            numeric = np.zeros_like(original)
-            for idx in np.ndindex(*x.shape):
-                delta = np.zeros_like(original)
-                delta[idx] = eps
-                numeric[idx] = (objective_at(delta) - objective_at(-delta)) / (2 * eps)
-            error = np.abs(grad - numeric) - (atol + rtol * np.abs(numeric))
-            if error.size and error.max() > 0:
-                worst = np.unravel_index(np.argmax(error), error.shape)
-                _fail(name, tuple(int(k) for k in worst), float(grad[worst]),
-                      float(numeric[worst]), "element")
-        else:
-            for k in range(RANDOM_DIRECTIONS):
-                direction = rng.standard_normal(x.shape)
-                direction /= np.linalg.norm(direction)
-                step = eps * direction
-                numeric = (objective_at(step) - objective_at(-step)) / (2 * eps)
-                projected = float(np.sum(grad * direction))
-                if abs(projected - numeric) > atol + rtol * abs(numeric):
-                    _fail(name, f"random direction {k}", projected, numeric, "projection")
+def _check_against_numeric(fn, inputs, i, grad, upstream, eps, atol, rtol, rng) -> None:
+    """Check 1: input i's gradient against central differences, element by element for a
+    small input and along random directions for a large one."""
+    x = inputs[i]
+    name = f"#{i} (shape {x.shape})"
+    if grad is None:
+        grad = np.zeros_like(x.data)
+    if grad.shape != x.shape:
+        raise AssertionError(f"gradcheck: gradient of input {name} has shape {grad.shape}")
+    original = x.data.copy()
 
-    zero_grads = _run(fn, inputs, np.zeros(out.shape))
+    def objective_at(delta):
+        x.data = original + delta
+        try:
+            return _objective(fn, inputs, upstream)
+        finally:
+            x.data = original
+
+    if x.size <= FULL_CHECK_MAX_SIZE:
+        numeric = np.zeros_like(original)
+        for idx in np.ndindex(*x.shape):
+            delta = np.zeros_like(original)
+            delta[idx] = eps
+            numeric[idx] = (objective_at(delta) - objective_at(-delta)) / (2 * eps)
+        error = np.abs(grad - numeric) - (atol + rtol * np.abs(numeric))
+        if error.size and error.max() > 0:
+            worst = np.unravel_index(np.argmax(error), error.shape)
+            _fail(name, tuple(int(k) for k in worst), float(grad[worst]),
+                  float(numeric[worst]), "element")
+        return
+    for k in range(RANDOM_DIRECTIONS):
+        direction = rng.standard_normal(x.shape)
+        direction /= np.linalg.norm(direction)
+        step = eps * direction
+        numeric = (objective_at(step) - objective_at(-step)) / (2 * eps)
+        projected = float(np.sum(grad * direction))
+        if abs(projected - numeric) > atol + rtol * abs(numeric):
+            _fail(name, f"random direction {k}", projected, numeric, "projection")
+
+
+def _check_zero_upstream(fn, inputs, checked, out_shape) -> None:
+    """Check 2: a zero upstream gradient gives zero gradients."""
+    zero_grads = _run(fn, inputs, np.zeros(out_shape))
     for i in checked:
         g = zero_grads[i]
         if g is not None and np.any(g != 0):
@@ -116,6 +126,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             _fail(f"#{i}", tuple(int(k) for k in worst), float(g[worst]), 0.0,
                   "zero upstream gradient")
 
+
+def _check_repeatable(fn, inputs, checked, analytic, upstream) -> None:
+    """Check 3: forward and backward again give the same gradients (no reused buffers)."""
     again = _run(fn, inputs, upstream)
     for i in checked:
         a, b = analytic[i], again[i]
@@ -124,4 +137,3 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             worst = np.unravel_index(np.argmax(diff), diff.shape)
             _fail(f"#{i}", tuple(int(k) for k in worst), float(a[worst]), float(b[worst]),
                   "repeated backward (first vs second run)")
-    return True

@@ -10,14 +10,44 @@ from __future__ import annotations
 import numpy as np
 
 
+def _param_groups(params) -> list:
+    """[{"params": [...], "lr_mult": m, "decay_mult": d}] from parameters or group dicts."""
+    params = list(params)
+    if params and not isinstance(params[0], dict):
+        params = [{"params": params}]
+    groups = []
+    for group in params:
+        unknown = set(group) - {"params", "lr_mult", "decay_mult"}
+        if not isinstance(group, dict) or "params" not in group or unknown:
+            raise ValueError(f"a parameter group is a dict with 'params' and optionally "
+                             f"'lr_mult' and 'decay_mult', got {sorted(group)}")
+        lr_mult, decay_mult = float(group.get("lr_mult", 1.0)), float(group.get("decay_mult", 1.0))
+        if lr_mult < 0 or decay_mult < 0:
+            raise ValueError("lr_mult and decay_mult must be >= 0")
+        groups.append({"params": list(group["params"]), "lr_mult": lr_mult,
+                       "decay_mult": decay_mult})
+    return groups
+
+
 class Optimizer:
+    """`params`: parameters, or parameter groups as in Caffe's prototxt, each a dict
+    {"params": [...], "lr_mult": 2.0, "decay_mult": 0.0} whose learning rate and weight
+    decay are the optimizer's times these multipliers (FCN's reference nets learn biases at
+    twice the rate without decay). Schedules change the optimizer's `lr`; the multipliers
+    stay."""
+
+    weight_decay = 0.0
+
     def __init__(self, params, lr: float):
-        self.params = list(params)
+        groups = _param_groups(params)
+        self.params = [p for g in groups for p in g["params"]]
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         if lr < 0:
             raise ValueError(f"learning rate lr must be >= 0, got {lr}")
         self.lr = lr
+        self.multipliers = [(g["lr_mult"], g["decay_mult"]) for g in groups
+                            for _ in g["params"]]
         self.state = [{} for _ in self.params]  # per parameter, by position
         self.steps = 0
 
@@ -27,11 +57,13 @@ class Optimizer:
 
     def step(self) -> None:
         self.steps += 1
-        for p, state in zip(self.params, self.state):
+        for p, state, (lr_mult, decay_mult) in zip(self.params, self.state, self.multipliers):
             if p.grad is not None:
-                self.update(p.data, p.grad, state)
+                self.update(p.data, p.grad, state, self.lr * lr_mult,
+                            self.weight_decay * decay_mult)
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
+    def update(self, param: np.ndarray, grad: np.ndarray, state: dict, lr: float,
+               weight_decay: float) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -59,8 +91,8 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
 
-    def update(self, param, grad, state):
-        d = grad + param.dtype.type(self.weight_decay) * param if self.weight_decay else grad
+    def update(self, param, grad, state, lr, weight_decay):
+        d = grad + param.dtype.type(weight_decay) * param if weight_decay else grad
         if self.momentum:
             m = param.dtype.type(self.momentum)
             if "momentum_buffer" not in state:
@@ -71,7 +103,7 @@ class SGD(Optimizer):
                 buf += d
             buf = state["momentum_buffer"]
             d = d + m * buf if self.nesterov else buf
-        param -= param.dtype.type(self.lr) * d
+        param -= param.dtype.type(lr) * d
 
 
 class Adam(Optimizer):
@@ -82,10 +114,10 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, lr, weight_decay):
         b1, b2 = self.betas
         dtype = param.dtype.type
-        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        g = grad + dtype(weight_decay) * param if weight_decay else grad
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(param)
             state["exp_avg_sq"] = np.zeros_like(param)
@@ -94,7 +126,7 @@ class Adam(Optimizer):
         m += dtype(1 - b1) * g
         v *= dtype(b2)
         v += dtype(1 - b2) * g * g
-        step_size = self.lr / (1 - b1 ** self.steps)
+        step_size = lr / (1 - b1 ** self.steps)
         denom = np.sqrt(v / dtype(1 - b2 ** self.steps)) + dtype(self.eps)
         param -= dtype(step_size) * m / denom
 

@@ -9,20 +9,17 @@ Loading never unpickles (`allow_pickle=False`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from tinyfcn.fileio import atomic_write
 from tinyfcn.tensor import Tensor
 
 FORMAT = "tinyfcn-checkpoint"
 VERSION = 1
 HEADER = "__tinyfcn__"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def _flatten(obj, path: str, arrays: dict):
@@ -57,24 +54,6 @@ def _unflatten(node, arrays):
     if isinstance(node, list):
         return [_unflatten(v, arrays) for v in node]
     return node
-
-
-def atomic_write(path, write) -> None:
-    """Call `write(file object)` on a temporary file beside `path`, fsync, then os.replace:
-    a failure half-way leaves the previous version of `path` intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(obj: dict, path) -> None:

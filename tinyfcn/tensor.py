@@ -125,6 +125,11 @@ class Tensor:
     # Operators and methods are attached in tinyfcn.ops, next to their Functions.
 
 
+def as_tensor(x) -> Tensor:
+    """`x` itself if it is a Tensor, else a Tensor (without grad) over `np.asarray(x)`."""
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+
+
 class Function:
     """One differentiable operation: `forward` over arrays, `backward` over gradients.
 
@@ -203,8 +208,8 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         out_grad = grads.pop(id(fn), None)
         if out_grad is None:
             continue  # no gradient reached this node
-        input_grads = fn.backward(out_grad)
         inputs = fn.inputs
+        input_grads = _checked_gradients(fn, inputs, fn.backward(out_grad))
         if not retain_graph:
             fn.free()
         for x, g in zip(inputs, input_grads):
@@ -215,6 +220,29 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             else:
                 key = id(x.creator)
                 grads[key] = g if key not in grads else grads[key] + g
+
+
+def _checked_gradients(fn: Function, inputs: tuple, grads) -> tuple:
+    """`grads` if it is what the Function contract asks of a backward, else an error naming
+    the op: one gradient (or None) per input, each of its input's shape and dtype."""
+    op = f"{type(fn).__name__}.backward"
+    if not isinstance(grads, (tuple, list)):
+        raise TypeError(f"{op} must return a tuple with one gradient (or None) per input, "
+                        f"got {type(grads).__name__}")
+    if len(grads) != len(inputs):
+        raise ValueError(f"{op} returned {len(grads)} gradients for {len(inputs)} inputs")
+    for i, (x, g) in enumerate(zip(inputs, grads)):
+        if g is None or not (isinstance(x, Tensor) and x.requires_grad):
+            continue
+        if not isinstance(g, (np.ndarray, np.generic)):
+            raise TypeError(f"{op}: gradient {i} must be an array, got {type(g).__name__}")
+        if np.shape(g) != x.shape:
+            raise ValueError(f"{op}: gradient {i} has shape {np.shape(g)}, its input has "
+                             f"shape {x.shape}")
+        if g.dtype != x.dtype:
+            raise TypeError(f"{op}: gradient {i} has dtype {g.dtype}, its input has "
+                            f"dtype {x.dtype}")
+    return grads
 
 
 from tinyfcn import ops  # noqa: E402,F401  (attaches operators to Tensor)

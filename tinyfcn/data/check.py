@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from tinyfcn.data.errors import DataError
+from tinyfcn.data.loader import Subset
 from tinyfcn.data.palette import VOID
 from tinyfcn.data.voc import VOCSegmentation
 
 
-def find_bad(dataset: VOCSegmentation) -> tuple[list, list]:
+def find_bad(dataset) -> tuple[list, list]:
     """(good indices, [(index, message)]) after reading every sample of `dataset`."""
     good, bad = [], []
     for i in range(len(dataset)):
@@ -26,6 +27,13 @@ def find_bad(dataset: VOCSegmentation) -> tuple[list, list]:
         except DataError as e:
             bad.append((i, str(e)))
     return good, bad
+
+
+def without_bad_files(dataset, ids) -> tuple[Subset, list]:
+    """The items `ids` of `dataset` that read correctly, and one message per bad file."""
+    subset = Subset(dataset, ids)
+    good, bad = find_bad(subset)
+    return Subset(dataset, subset.ids[good]), [message for _, message in bad]
 
 
 def check_split(root: Path, split: str) -> dict:

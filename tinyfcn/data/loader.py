@@ -7,6 +7,23 @@ from __future__ import annotations
 import numpy as np
 
 
+class Subset:
+    """The items `ids` of `dataset`, in that order (`class_names` passed through)."""
+
+    def __init__(self, dataset, ids):
+        self.dataset, self.ids = dataset, np.asarray(ids, dtype=np.int64)
+
+    @property
+    def class_names(self):
+        return self.dataset.class_names
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.ids[i])]
+
+
 def subset_ids(num_items: int, subset, seed: int) -> np.ndarray:
     """`subset` indices chosen reproducibly from range(num_items) (all of them if None)."""
     if subset is None or subset >= num_items:

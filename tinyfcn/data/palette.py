@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tinyfcn.data.errors import DataError
-from tinyfcn.serialization import atomic_write
+from tinyfcn.fileio import atomic_write
 
 VOID = 255
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from tinyfcn.data.palette import VOID, write_image, write_label
-from tinyfcn.serialization import atomic_write
+from tinyfcn.fileio import atomic_write
 
 GENERATOR_VERSION = 2
 SHAPES = ("disk", "square", "triangle", "cross", "bar")

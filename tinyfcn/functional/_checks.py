@@ -9,26 +9,6 @@ from tinyfcn.tensor import Tensor
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
-def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """(a, b) from an int or a pair of ints, each >= `minimum`; ValueError naming `name` if not."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        a, b = value
-        a, b = int(a), int(b)
-        if (a, b) != tuple(value):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if a < minimum or b < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return a, b
-
-
-def as_tensor(x) -> Tensor:
-    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-
-
 def check_float_nchw(x: Tensor, name: str) -> None:
     """A 4-d float32/float64 tensor (kernels copy non-contiguous data once, never misread it)."""
     if x.dtype not in FLOAT_DTYPES:

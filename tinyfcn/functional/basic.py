@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from tinyfcn import random
-from tinyfcn.functional._checks import FLOAT_DTYPES, as_tensor, pair
+from tinyfcn.functional._checks import FLOAT_DTYPES
 from tinyfcn.ops import relu
-from tinyfcn.tensor import Function
+from tinyfcn.tensor import Function, as_tensor
+from tinyfcn.utils import pair
 
 
 class Dropout(Function):

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyfcn.functional._checks import (
-    as_tensor,
     check_bias,
     check_float_nchw,
     check_same_dtype,
-    pair,
 )
 from tinyfcn.kernels import col2im, conv_out_size, conv_transpose_out_size, im2col
-from tinyfcn.tensor import Function
+from tinyfcn.tensor import Function, Tensor, as_tensor
+from tinyfcn.utils import pair
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,10 @@ class Conv2d(Function):
         g2 = _rows(g)                                              # (C_out, N*L)
         gx = _gemm_col2im(g2, self.w2, self.geo) if self.needs_grad[0] else None
         gw = (g2 @ self.col.T).reshape(self.w_shape) if self.needs_grad[1] else None
-        gb = g2.sum(axis=1) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         self.col = None  # the largest buffer of the step: free it as soon as it is used
-        return gx, gw, gb
+        if len(self.needs_grad) == 2:  # called without a bias
+            return gx, gw
+        return gx, gw, g2.sum(axis=1) if self.needs_grad[2] else None
 
 
 class ConvTranspose2d(Function):
@@ -154,8 +154,9 @@ class ConvTranspose2d(Function):
             col = self.geo.im2col(g)                                # (K, N*L)
         if self.needs_grad[1]:
             gw = (self.x2 @ col.T).reshape(self.w_shape)
-        gb = g.sum(axis=(0, 2, 3)) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
-        return gx, gw, gb
+        if len(self.needs_grad) == 2:  # called without a bias
+            return gx, gw
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
 
 
 def _geometry(C, H, W, kH, kW, stride, padding, dilation, H_out=None, W_out=None) -> Geometry:
@@ -226,9 +227,10 @@ def conv2d_matrix(weight, input_hw, stride=1, padding=0, dilation=1) -> np.ndarr
     Row (o, oh, ow) holds the weights that output pixel reads; column (c, h, w)
     is one input pixel. For a 3x3 kernel on a 4x4 input this is the 4x16 matrix
     of the FCN review; conv_transpose2d with the same weight multiplies by C.T.
-    Built by plain loops: it is a teaching object for small inputs.
+    Built by plain loops: it is a teaching object for small inputs, and the one function
+    of `F` that returns a NumPy array, not a Tensor (a matrix to look at, not an op).
     """
-    w = np.asarray(weight.data if hasattr(weight, "data") else weight)
+    w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
     if w.ndim != 4:
         raise ValueError(f"weight must be 4-d (C_out, C_in, kH, kW), got shape {w.shape}")
     H, W = pair(input_hw, "input_hw", 1)

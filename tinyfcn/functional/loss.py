@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyfcn.functional._checks import as_tensor, check_float_nchw
-from tinyfcn.tensor import Function, Tensor
+from tinyfcn.functional._checks import check_float_nchw
+from tinyfcn.tensor import Function, Tensor, as_tensor
 
 
 class CrossEntropy(Function):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyfcn.functional._checks import as_tensor, check_float_nchw, check_same_dtype
-from tinyfcn.tensor import Function
+from tinyfcn.functional._checks import check_float_nchw, check_same_dtype
+from tinyfcn.tensor import Function, Tensor, as_tensor
 
 
 class BatchNorm(Function):
@@ -39,34 +39,39 @@ class BatchNorm(Function):
         return gx, gweight, gbias
 
 
-def batch_norm(input, running_mean, running_var, weight, bias, training=False, momentum=0.1,
-               eps=1e-5):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
     """Normalise each channel of an NCHW input; in training with the batch's statistics (and
     update the running ones in place, unbiased variance, as PyTorch), else with the running
     ones."""
-    x, w, b = as_tensor(input), as_tensor(weight), as_tensor(bias)
+    x = as_tensor(input)
     check_float_nchw(x, "input")
     C = x.shape[1]
+    w = as_tensor(np.ones(C, x.dtype) if weight is None else weight)
+    b = as_tensor(np.zeros(C, x.dtype) if bias is None else bias)
     for name, t in (("weight", w), ("bias", b)):
         check_same_dtype(x, t, name)
         if t.shape != (C,):
             raise ValueError(f"{name} must have shape ({C},), got {t.shape}")
-    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
-        if np.shape(a) != (C,):
-            raise ValueError(f"{name} must have shape ({C},), got {np.shape(a)}")
+    # running statistics: Tensors or arrays, updated in place either way
+    mean, var = (a.data if isinstance(a, Tensor) else a for a in (running_mean, running_var))
+    for name, a in (("running_mean", mean), ("running_var", var)):
+        if not isinstance(a, np.ndarray) or a.shape != (C,) or a.dtype.kind != "f":
+            raise ValueError(f"{name} must be a float array or Tensor of shape ({C},), got "
+                             f"{type(a).__name__} of shape {np.shape(a)}")
     if not training:
         return BatchNorm.apply(x, w, b, eps=eps, batch_stats=False,
-                               mean=np.asarray(running_mean, x.dtype),
-                               var=np.asarray(running_var, x.dtype))
+                               mean=mean.astype(x.dtype, copy=False),
+                               var=var.astype(x.dtype, copy=False))
     M = x.size // max(C, 1)
     if M < 2:
         raise ValueError(f"batch_norm in training needs more than one value per channel, "
                          f"got input of shape {x.shape}")
     fn = BatchNorm(eps=eps, batch_stats=True)
     out = fn(x, w, b)
-    m = running_mean.dtype.type(momentum)
-    running_mean *= 1 - m
-    running_mean += m * fn.mean
-    running_var *= 1 - m
-    running_var += m * fn.var * (M / (M - 1))
+    m = mean.dtype.type(momentum)
+    mean *= 1 - m
+    mean += m * fn.mean
+    var *= 1 - m
+    var += m * fn.var * (M / (M - 1))
     return out

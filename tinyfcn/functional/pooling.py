@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyfcn.functional._checks import as_tensor, check_float_nchw, pair
+from tinyfcn.functional._checks import check_float_nchw
 from tinyfcn.kernels import (
     conv_transpose_out_size,
     max_pool2d_2x2,
@@ -18,7 +18,8 @@ from tinyfcn.kernels import (
 )
 from tinyfcn.kernels import max_pool2d as max_pool2d_kernel
 from tinyfcn.kernels import max_unpool2d as max_unpool2d_kernel
-from tinyfcn.tensor import Function, Tensor
+from tinyfcn.tensor import Function, Tensor, as_tensor
+from tinyfcn.utils import pair
 
 
 class MaxPool2d(Function):
@@ -42,8 +43,8 @@ class MaxPool2d(Function):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                return_indices=False):
-    """Max pooling; with `return_indices` also the switches (int64, flat position of each
-    maximum within its (n, c) input plane, as PyTorch)."""
+    """Max pooling; with `return_indices` also the switches as an int64 Tensor (flat position
+    of each maximum within its (n, c) input plane, as PyTorch)."""
     x = as_tensor(input)
     check_float_nchw(x, "input")
     kernel = pair(kernel_size, "kernel_size", 1)
@@ -59,7 +60,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]} (input {H}x{W})")
     fn = MaxPool2d(kernel, stride, padding, out_hw)
     out = fn(x)
-    return (out, fn.switches) if return_indices else out
+    if not return_indices:
+        return out
+    # a copy: the backward keeps its own switches, whatever a caller does with these
+    return out, Tensor(fn.switches.copy())
 
 
 class MaxUnpool2d(Function):

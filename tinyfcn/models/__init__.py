@@ -1,8 +1,9 @@
 """FCN-32s / 16s / 8s and a DeconvNet-style model; `build(config)` rebuilds one from
 the `config` dict every model carries, `from_checkpoint` one with its trained weights."""
 
+from tinyfcn.models.base import SegmentationModel
 from tinyfcn.models.deconvnet import DeconvNet, deconvnet
-from tinyfcn.models.fcn import FCN, fcn8s, fcn16s, fcn32s
+from tinyfcn.models.fcn import FCN, FCN8s, FCN16s, FCN32s, fcn8s, fcn16s, fcn32s
 
 MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "deconvnet": deconvnet}
 
@@ -25,5 +26,5 @@ def from_checkpoint(checkpoint: dict, path=""):
     return model
 
 
-__all__ = ["FCN", "MODELS", "DeconvNet", "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s",
-           "from_checkpoint"]
+__all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "MODELS", "DeconvNet", "SegmentationModel",
+           "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s", "from_checkpoint"]

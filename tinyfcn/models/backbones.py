@@ -1,4 +1,4 @@
-"""The two encoders: FCN's VGG16 and the CPU-sized "lite" VGG of BENCHMARKS.md.
+"""The two encoders: FCN's VGG16 and the CPU-sized "lite" VGG (benchmarks/README.md).
 
 Both are plain attributes conv{block}_{i} on the model (so parameter names
 match the reference Caffe and PyTorch ports), followed by fc6 and fc7, the
@@ -8,10 +8,12 @@ classifier's fully connected layers rewritten as convolutions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from tinyfcn import functional as F
+from tinyfcn.models import geometry
 from tinyfcn.nn import BatchNorm2d, Conv2d, Module
 
 
@@ -29,6 +31,22 @@ class Backbone:
     scale: float
     mean: tuple
     std: tuple
+
+    @property
+    def fc6_padding(self) -> int:
+        """0 for VGG's 7x7 fc6 (an FC layer over a 7x7 map), else 'same' padding."""
+        return 0 if self.fc6_kernel == 7 else self.fc6_kernel // 2
+
+    def coord_maps(self) -> dict:
+        """Where pool1 ... pool5 and fc7 sit on the input image (see models/geometry.py)."""
+        maps, here = {}, geometry.IDENTITY
+        for b, (_, depth) in enumerate(self.blocks, start=1):
+            for i in range(1, depth + 1):
+                padding = self.first_padding if (b, i) == (1, 1) else 1
+                here = here.then(geometry.conv(3, 1, padding))
+            here = maps[f"pool{b}"] = here.then(geometry.conv(2, 2))
+        maps["fc7"] = here.then(geometry.conv(self.fc6_kernel, 1, self.fc6_padding))
+        return maps
 
 
 def vgg16(fc_width: int = 4096) -> Backbone:
@@ -66,14 +84,31 @@ def add_encoder(model: Module, backbone: Backbone, batch_norm: bool = False) -> 
             if batch_norm:
                 setattr(model, f"conv{b}_{i}_bn", BatchNorm2d(width))
             in_ch = width
-    fc6_padding = 0 if backbone.fc6_kernel == 7 else backbone.fc6_kernel // 2
-    model.fc6 = Conv2d(in_ch, backbone.fc_width, backbone.fc6_kernel, padding=fc6_padding)
+    model.fc6 = Conv2d(in_ch, backbone.fc_width, backbone.fc6_kernel,
+                       padding=backbone.fc6_padding)
     model.fc7 = Conv2d(backbone.fc_width, backbone.fc_width, 1)
 
 
-def run_encoder(model: Module, backbone: Backbone, x, dropout: float, return_indices=False):
-    """Features after each pooling (pool1 ... pool5), fc7's output, and the pooling switches
-    with the pre-pooling sizes when `return_indices` (for max unpooling)."""
+class Features(NamedTuple):
+    """What the encoder hands the decoder: pool1 ... pool5, fc7's output and, for max
+    unpooling, each pooling's switches and the size of the map it pooled."""
+    pools: list
+    fc7: object
+    switches: list
+    sizes: list
+
+    @property
+    def pool3(self):
+        return self.pools[2]
+
+    @property
+    def pool4(self):
+        return self.pools[3]
+
+
+def run_encoder(model: Module, backbone: Backbone, x, dropout: float,
+                return_indices: bool = False) -> Features:
+    """conv1_1 ... fc7 of `model` on `x`."""
     pools, switches, sizes = [], [], []
     h = x
     for b, (_, depth) in enumerate(backbone.blocks, start=1):
@@ -90,7 +125,7 @@ def run_encoder(model: Module, backbone: Backbone, x, dropout: float, return_ind
         pools.append(h)
     h = F.dropout(F.relu(model.fc6(h)), dropout, model.training)
     h = F.dropout(F.relu(model.fc7(h)), dropout, model.training)
-    return pools, h, switches, sizes
+    return Features(pools, h, switches, sizes)
 
 
 def preprocess(backbone: Backbone, images: np.ndarray) -> np.ndarray:

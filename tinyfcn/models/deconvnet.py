@@ -7,16 +7,13 @@ epochs of the default run)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tinyfcn import functional as F
-from tinyfcn import ops
-from tinyfcn.functional._checks import as_tensor
-from tinyfcn.models.backbones import add_encoder, make_backbone, preprocess, run_encoder
-from tinyfcn.nn import BatchNorm2d, Conv2d, Module
+from tinyfcn.models.backbones import add_encoder, make_backbone
+from tinyfcn.models.base import SegmentationModel
+from tinyfcn.nn import BatchNorm2d, Conv2d
 
 
-class DeconvNet(Module):
+class DeconvNet(SegmentationModel):
     def __init__(self, num_classes: int = 21, backbone: str = "lite", fc_width=None,
                  dropout: float = 0.0):
         if backbone != "lite":
@@ -46,20 +43,13 @@ class DeconvNet(Module):
     def _decode(self, name, h):
         return F.relu(getattr(self, f"{name}_bn")(getattr(self, name)(h)))
 
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        return preprocess(self.backbone, images)
-
     def forward(self, x):
-        x = as_tensor(x)
-        H, W = x.shape[2:]
-        m = self.backbone.pad_to
-        if H % m or W % m:
-            x = ops.pad(x, ((0, 0), (0, 0), (0, -H % m), (0, -W % m)))
-        _, h, switches, sizes = run_encoder(self, self.backbone, x, self.dropout,
-                                            return_indices=True)
-        h = self._decode("deconv_fc", h)
-        for b in range(len(switches), 0, -1):
-            h = F.max_unpool2d(h, switches[b - 1], 2, 2, output_size=sizes[b - 1])
+        x, (H, W) = self.pad_input(x)
+        features = self.encode(x, return_indices=True)
+        h = self._decode("deconv_fc", features.fc7)
+        for b in range(len(features.switches), 0, -1):
+            h = F.max_unpool2d(h, features.switches[b - 1], 2, 2,
+                               output_size=features.sizes[b - 1])
             h = self._decode(f"deconv{b}_2", self._decode(f"deconv{b}_1", h))
         return F.crop(self.score(h), 0, (H, W))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from tinyfcn import functional as F
-from tinyfcn.functional._checks import pair
 from tinyfcn.nn import init
 from tinyfcn.nn.module import Buffer, Module, Parameter
+from tinyfcn.utils import pair
 
 
 class Conv2d(Module):
@@ -15,8 +15,8 @@ class Conv2d(Module):
                  bias=True, dtype=np.float32):
         kH, kW = pair(kernel_size, "kernel_size", 1)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = (kH, kW), stride
-        self.padding, self.dilation = padding, dilation
+        self.kernel_size, self.stride = (kH, kW), pair(stride, "stride", 1)
+        self.padding, self.dilation = pair(padding, "padding", 0), pair(dilation, "dilation", 1)
         self.weight = Parameter(np.empty((out_channels, in_channels, kH, kW), dtype=dtype))
         init.kaiming_normal_(self.weight)
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
@@ -35,8 +35,10 @@ class ConvTranspose2d(Module):
                  output_padding=0, bias=True, dilation=1, dtype=np.float32):
         kH, kW = pair(kernel_size, "kernel_size", 1)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = (kH, kW), stride, padding
-        self.output_padding, self.dilation = output_padding, dilation
+        self.kernel_size, self.stride = (kH, kW), pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.output_padding = pair(output_padding, "output_padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
         self.weight = Parameter(np.empty((in_channels, out_channels, kH, kW), dtype=dtype))
         init.kaiming_normal_(self.weight)
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None

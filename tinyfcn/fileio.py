@@ -1,0 +1,51 @@
+"""Atomic file writes: the one way tinyfcn writes a file. A leaf module (standard library
+only), so data, serialization and the training loop can all use it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden sibling of `path` that no other writer picks: `.NAME.<random>.tmp`."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write) -> None:
+    """Call `write(file object)` on a temporary file beside `path`, fsync, then `os.replace`
+    and fsync the folder: a failure or a kill half-way leaves the previous `path` intact.
+
+    The file gets the usual mode (0666 less the umask: `os.open` applies it), not
+    mkstemp's 0600, and the umask is never changed to find out what it is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)

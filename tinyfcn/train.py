@@ -1,0 +1,328 @@
+"""`Trainer`: fit a segmentation model, validate it every epoch, save what a run leaves
+behind, and resume exactly where an interrupted run stopped.
+
+A run folder (`out`) holds metrics.json (one record per epoch), checkpoint-last.npz,
+checkpoint-best.npz (by validation mIoU), predictions/epoch-NNN.png (image | ground
+truth | prediction) and training-curve.png.
+
+The training checkpoint is defined here, beside the code that reads it back:
+
+    version        CHECKPOINT_VERSION
+    config         the model's config (models.build rebuilds it; models.from_checkpoint
+                   loads it with its weights, for prediction)
+    class_names    the data set's classes, in label order
+    model          the state dict
+    optimizer      {"type": "SGD" | "Adam", "state": its state dict} (absent in a
+                   weights-only checkpoint)
+    scheduler      the learning-rate schedule's state dict
+    position       {"epoch": epochs finished, "step_in_epoch": steps of the next one
+                   done, "epoch_losses": their losses}
+    history        the per-epoch records of metrics.json
+    best_miou      the best validation mIoU so far
+    seed           the seed of the data order and augmentation
+    batch_size     the batch size the data order depends on
+    rng            tinyfcn's random state (dropout)
+    run            free-form settings of whoever drove the run (the script's arguments)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tinyfcn import functional as F
+from tinyfcn import random
+from tinyfcn._runtime import configure_runtime
+from tinyfcn.data.loader import batches_per_epoch, epoch_batches
+from tinyfcn.data.palette import write_image
+from tinyfcn.data.visualize import panel, prediction_row, training_curve
+from tinyfcn.fileio import atomic_write
+from tinyfcn.metrics import confusion_matrix, scores
+from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
+from tinyfcn.serialization import load, save
+
+CHECKPOINT_VERSION = 2
+PREVIEW_IMAGES = 4
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C or SIGTERM; checkpoint-last.npz holds the exact position."""
+
+    def __init__(self, signal_name: str, epoch: int, step: int, checkpoint: Path):
+        super().__init__(f"interrupted by {signal_name} in epoch {epoch} after step {step}")
+        self.signal_name, self.epoch, self.step, self.checkpoint = (signal_name, epoch, step,
+                                                                    checkpoint)
+
+
+class Diverged(Exception):
+    """The loss or the gradients stopped being finite; the last good checkpoint is kept."""
+
+
+class _Signal(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGINT and SIGTERM raise `_Signal` inside this block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Signal(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """A signal that arrives inside this block is raised when it ends, so the block (an
+    optimizer step with its bookkeeping) is never left half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if pending:
+        raise _Signal(pending[0])
+
+
+class Trainer:
+    """Train `model` on `train_set` with `optimizer` and `scheduler` (stepped once per batch),
+    validating on `val_set` after every epoch. Data sets are indexable collections of
+    (uint8 image (H, W, 3), uint8 label (H, W)) with `class_names`; `augment(image, label,
+    rng)` makes a training sample (crop, flip, scale), seeded per batch so that a resumed
+    run sees exactly the data it would have seen."""
+
+    def __init__(self, model, optimizer, scheduler, train_set, val_set, augment, *,
+                 batch_size: int = 4, seed: int = 0, out="runs/latest", clip_grad=None,
+                 run: dict | None = None, log=print):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if clip_grad is not None and not clip_grad > 0:
+            raise ValueError(f"clip_grad must be a positive norm, got {clip_grad}")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_set, self.val_set, self.augment = train_set, val_set, augment
+        self.batch_size, self.seed, self.clip_grad = batch_size, seed, clip_grad
+        self.out, self.run, self.log = Path(out), dict(run or {}), log
+        self.class_names = list(train_set.class_names)
+        self.epoch, self.step_in_epoch, self.epoch_losses = 0, 0, []
+        self.history: list = []
+        self.best_miou = -1.0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return batches_per_epoch(len(self.train_set), self.batch_size)
+
+    # --------------------------------------------------------------- checkpoint
+    def state_dict(self, with_optimizer: bool = True) -> dict:
+        state = {"version": CHECKPOINT_VERSION, "config": self.model.config,
+                 "class_names": self.class_names, "model": self.model.state_dict(),
+                 "scheduler": self.scheduler.state_dict(),
+                 "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                              "epoch_losses": list(self.epoch_losses)},
+                 "history": self.history, "best_miou": self.best_miou, "seed": self.seed,
+                 "batch_size": self.batch_size, "rng": random.get_rng_state(),
+                 "run": self.run}
+        if with_optimizer:
+            state["optimizer"] = {"type": type(self.optimizer).__name__,
+                                  "state": self.optimizer.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict, source="checkpoint") -> None:
+        """Continue from `state` (what `state_dict` gave); refuses one from another run."""
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{source}: not a training checkpoint of this tinyfcn (version "
+                             f"{state.get('version') if isinstance(state, dict) else None}, "
+                             f"expected {CHECKPOINT_VERSION}); its weights still load "
+                             f"with --init-from")
+        if "optimizer" not in state:
+            raise ValueError(f"{source} holds weights only (no optimizer state): it cannot "
+                             f"be resumed; start from it with --init-from")
+        expected = {"model": self.model.config, "class names": self.class_names,
+                    "optimizer": type(self.optimizer).__name__, "batch size": self.batch_size}
+        saved = {"model": state["config"], "class names": list(state["class_names"]),
+                 "optimizer": state["optimizer"]["type"], "batch size": state["batch_size"]}
+        differ = [f"{k} {saved[k]!r} (this run: {expected[k]!r})"
+                  for k in expected if saved[k] != expected[k]]
+        if differ:
+            raise ValueError(f"{source} is from another run: " + "; ".join(differ))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"]["state"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        random.set_rng_state(state["rng"])
+        position = state["position"]
+        self.epoch, self.step_in_epoch = int(position["epoch"]), int(position["step_in_epoch"])
+        self.epoch_losses = [float(v) for v in position["epoch_losses"]]
+        self.history, self.best_miou = list(state["history"]), float(state["best_miou"])
+        self.seed = int(state["seed"])
+
+    def resume(self, path) -> None:
+        self.load_state_dict(load(path), path)
+
+    def save(self, path, with_optimizer: bool = True) -> None:
+        save(self.state_dict(with_optimizer), path)
+
+    # ----------------------------------------------------------------- training
+    def fit(self, epochs: int, time_budget: float | None = None) -> list:
+        """Train until `epochs` epochs are done (counting those of a resumed run) or
+        `time_budget` seconds have passed; validate and save after every epoch. Returns
+        the history. Raises `Interrupted` (after saving checkpoint-last.npz) on Ctrl-C or
+        SIGTERM and `Diverged` on a non-finite loss or gradient.
+
+        Training is one of tinyfcn's entry points: it applies `configure_runtime()`
+        (a no-op with TINYFCN_DEFAULT_RUNTIME=1; see the README's "Speed settings")."""
+        configure_runtime()
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_set)} training images are fewer than one "
+                             f"batch of {self.batch_size}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        deadline = time.time() + time_budget if time_budget else math.inf
+        try:
+            with _signals_raise():
+                for epoch in range(self.epoch + 1, epochs + 1):
+                    started = time.time()
+                    finished = self.train_one_epoch(epoch, deadline)
+                    self._end_epoch(epoch, finished, time.time() - started)
+                    if not finished or time.time() > deadline:
+                        self.log(f"Time budget of {time_budget:.0f} s reached in epoch {epoch}.")
+                        break
+        except (KeyboardInterrupt, _Signal) as e:
+            name = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
+            path = self.out / "checkpoint-last.npz"
+            try:
+                with _signals_deferred():
+                    self.save(path)
+            except _Signal:
+                pass  # a second Ctrl-C during the save: the save has finished; stop all the same
+            raise Interrupted(name, self.epoch + 1, self.step_in_epoch, path) from None
+        return self.history
+
+    def train_one_epoch(self, epoch: int, deadline: float = math.inf) -> bool:
+        """The steps of `epoch` from the current position on; True if the epoch finished,
+        False if the deadline stopped it (the position is kept for a resume)."""
+        skip = self.step_in_epoch
+        batches = epoch_batches(self.train_set, np.arange(len(self.train_set)),
+                                self.batch_size, self.augment, self.seed, epoch, skip=skip)
+        with tqdm(batches, total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
+                  unit="batch", leave=False, dynamic_ncols=True) as bar:
+            for step, (images, labels) in enumerate(bar, start=skip + 1):
+                started = time.time()
+                loss = self.train_step(images, labels, epoch, step, bar)
+                bar.set_postfix(loss=f"{loss:.3f}",
+                                img_s=f"{len(images) / (time.time() - started):.1f}")
+                if time.time() > deadline and step < self.steps_per_epoch:
+                    return False
+        return True
+
+    def train_step(self, images, labels, epoch: int, step: int, bar=None) -> float:
+        model, opt = self.model, self.optimizer
+        opt.zero_grad()
+        loss = F.cross_entropy(model(model.preprocess(images)), labels)
+        loss.backward()
+        norm = (clip_grad_norm_(model.parameters(), self.clip_grad) if self.clip_grad
+                else grad_norm(model.parameters()))
+        value = float(loss.data)
+        problem = (f"loss is {value}" if not math.isfinite(value) else
+                   "gradients are not finite" if not math.isfinite(norm) else None)
+        if problem:
+            if bar is not None:
+                bar.close()
+            raise Diverged(f"{problem} at epoch {epoch}, step {step}; the last good "
+                           f"checkpoint is kept in {self.out}")
+        with _signals_deferred():  # the update and its bookkeeping: all or nothing
+            opt.step()
+            self.scheduler.step()
+            self.epoch_losses.append(value)
+            self.step_in_epoch = step
+        return value
+
+    def _end_epoch(self, epoch: int, finished: bool, seconds: float) -> None:
+        """Validate, record, print and save; a partial epoch is recorded (and replaced once
+        a resumed run finishes it) but the position stays inside it."""
+        result, previews = self.evaluate()
+        record = {"epoch": epoch, "train_loss": float(np.mean(self.epoch_losses))
+                  if self.epoch_losses else float("nan"), **result, "seconds": seconds}
+        if not finished:
+            record["steps"] = self.step_in_epoch
+        history = [r for r in self.history if r["epoch"] != epoch] + [record]
+        is_best = result["mean_iou"] > self.best_miou
+        with _signals_deferred():
+            self.history = history
+            if finished:
+                self.epoch, self.step_in_epoch, self.epoch_losses = epoch, 0, []
+            if is_best:
+                self.best_miou = result["mean_iou"]
+        print_table(record, self.log)
+        self.save(self.out / "checkpoint-last.npz")
+        if is_best:
+            self.save(self.out / "checkpoint-best.npz")
+        text = json.dumps(self.history, indent=1).encode()
+        atomic_write(self.out / "metrics.json", lambda f: f.write(text))
+        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
+        training_curve(self.history, self.out / "training-curve.png")
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, data=None) -> tuple[dict, list]:
+        """Scores over the whole images of `data` (default: the validation set), and
+        image | ground truth | prediction rows of the first few."""
+        data = self.val_set if data is None else data
+        n = len(self.class_names)
+        hist = np.zeros((n, n), np.int64)
+        previews = []
+        for i in tqdm(range(len(data)), desc="validation", unit="image", leave=False,
+                      dynamic_ncols=True):
+            image, label = data[i]
+            pred = self.model.predict(image)
+            hist += confusion_matrix(label, pred, n)
+            if len(previews) < PREVIEW_IMAGES:
+                previews.append(prediction_row(image, label, pred))
+        return scores(hist, self.class_names), previews
+
+
+def print_table(record: dict, log=print) -> None:
+    """One epoch's scores and per-class IoU, three classes a line."""
+    partial = f", stopped after step {record['steps']}" if "steps" in record else ""
+    lines = [f"\nepoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  "
+             f"({record['seconds']:.0f} s{partial})",
+             f"  {'pixel acc':>10} {'mean acc':>10} {'mean IoU':>10} {'fw IoU':>10}",
+             f"  {record['pixel_acc']:>10.3f} {record['mean_acc']:>10.3f} "
+             f"{record['mean_iou']:>10.3f} {record['fw_iou']:>10.3f}"]
+    cells = [f"{name[:18]:<18} {'  -  ' if math.isnan(v) else f'{v:.3f}'}"
+             for name, v in record["per_class_iou"].items()]
+    lines += ["  " + "   ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
+    log("\n".join(lines))
+    sys.stdout.flush()
+
+
+def init_from(model, path) -> tuple[int, int]:
+    """Copy into `model` every array of a checkpoint (or plain state dict) at `path` whose
+    name and shape match: staged training (32s -> 16s -> 8s). Returns (copied, total)."""
+    state = load(path)
+    weights = state.get("model", state)
+    own = model.state_dict()
+    matching = {k: v for k, v in weights.items() if k in own and np.shape(v) == own[k].shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(own)
