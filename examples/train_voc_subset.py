@@ -25,7 +25,15 @@ from tinyfcn.data.check import without_bad_files
 from tinyfcn.data.loader import Subset, subset_ids
 from tinyfcn.data.transforms import TrainAugment, resize
 from tinyfcn.data.visualize import panel
-from tinyfcn.train import Diverged, Interrupted, Trainer, init_from, print_table
+from tinyfcn.train import (
+    Diverged,
+    Interrupted,
+    Trainer,
+    init_from,
+    print_table,
+    reference_lr,
+    reference_param_groups,
+)
 
 
 def parse_args(argv=None):
@@ -55,6 +63,11 @@ def parse_args(argv=None):
                        help="the architecture")
     model.add_argument("--backbone", default="lite", choices=["lite", "vgg16"],
                        help="lite: the CPU-sized VGG; vgg16: FCN's own network")
+    model.add_argument("--backbone-weights", type=Path, metavar="PATH",
+                       help="start from a trained VGG classifier of the same backbone "
+                            "(.pth, .safetensors or .npz; torchvision's layout, e.g. "
+                            "vgg16-397923af.pth, or examples/pretrain_classifier.py's): its "
+                            "convs and its FC layers, convolutionalized into fc6 / fc7")
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=11, help="epochs in all (a resumed run "
                        "counts the epochs it already did)")
@@ -65,7 +78,13 @@ def parse_args(argv=None):
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"],
                        help="adam, or sgd with momentum 0.9 and weight decay 5e-4")
     train.add_argument("--lr", type=float, help="base learning rate, decayed by the poly "
-                       "schedule (default: 1e-3 for adam, 0.01 for sgd)")
+                       "schedule (default: 1e-3 for adam, 0.01 for sgd, the reference's for "
+                       "--recipe reference)")
+    train.add_argument("--recipe", default="default", choices=["default", "reference"],
+                       help="reference: the paper's fine-tuning (SGD momentum 0.99, fixed lr, "
+                            "biases at 2x lr without decay, upsampling frozen at bilinear)")
+    train.add_argument("--learn-upsampling", action="store_true",
+                       help="with --recipe reference: train the upsampling layers too")
     train.add_argument("--clip-grad", type=float, metavar="NORM",
                        help="scale gradients down to this global L2 norm")
     train.add_argument("--seed", type=int, default=0, help="seed of the data order, "
@@ -80,7 +99,7 @@ def parse_args(argv=None):
     train.add_argument("--eval-only", action="store_true",
                        help="only validate the model of --resume / --init-from")
     args = p.parse_args(argv)
-    if args.lr is None:
+    if args.lr is None and args.recipe == "default":
         args.lr = 1e-3 if args.optimizer == "adam" else 0.01
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -109,6 +128,23 @@ def load_split(args, root, split, seed):
     return subset
 
 
+def make_optimizer(args, model, steps):
+    if args.recipe == "reference":
+        pixels = args.batch_size * args.crop_size[0] * args.crop_size[1]
+        lr = args.lr or reference_lr(args.model, getattr(model, "at_once", False), pixels)
+        opt = optim.SGD(reference_param_groups(model, args.learn_upsampling), lr,
+                        momentum=0.99, weight_decay=5e-4)
+        print(f"Reference recipe: SGD momentum 0.99, fixed lr {lr:.3g} (the reference's rate "
+              f"for its summed loss x {pixels} pixels per batch), biases at 2x lr without "
+              f"decay, upsampling {'learned' if args.learn_upsampling else 'frozen'}")
+        return opt, optim.PolyLR(opt, steps, power=0)  # power 0: a fixed rate
+    if args.optimizer == "adam":
+        opt = optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    return opt, optim.PolyLR(opt, steps)
+
+
 def build_trainer(args) -> Trainer:
     if args.voc_root is None:
         print("Preparing the built-in data set ...", flush=True)
@@ -124,15 +160,16 @@ def build_trainer(args) -> Trainer:
         model = models.from_checkpoint(tinyfcn.load(args.resume), args.resume)
     else:
         model = models.MODELS[args.model](len(train.class_names), backbone=args.backbone)
+    if args.backbone_weights:
+        if not isinstance(model, models.FCN):
+            raise ValueError("--backbone-weights needs an FCN model (fcn32s, fcn16s, fcn8s)")
+        copied = model.copy_params_from_vgg16(args.backbone_weights)
+        print(f"Copied {len(copied)} arrays of {args.backbone_weights} into conv1_1 ... fc7")
     if args.init_from:
         copied, total = init_from(model, args.init_from)
         print(f"Initialised {copied} of {total} parameter arrays from {args.init_from}")
-    if args.optimizer == "adam":
-        opt = optim.Adam(model.parameters(), lr=args.lr)
-    else:
-        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    steps = max(args.epochs * (len(train) // args.batch_size), 1)
-    trainer = Trainer(model, opt, optim.PolyLR(opt, steps), train, val,
+    opt, sched = make_optimizer(args, model, max(args.epochs * (len(train) // args.batch_size), 1))
+    trainer = Trainer(model, opt, sched, train, val,
                       TrainAugment(args.crop_size), batch_size=args.batch_size,
                       seed=args.seed, out=args.out, clip_grad=args.clip_grad,
                       run={k: str(v) if isinstance(v, Path) else v

@@ -1,4 +1,5 @@
-"""`save` / `load`: nested dicts of arrays and JSON values in one `.npz`, written atomically.
+"""`save` / `load`: nested dicts of arrays and JSON values in one `.npz`, written atomically;
+`.safetensors` for flat dicts of arrays; PyTorch `.pth` files read without torch.
 
 Layout of the file: every array is an npz entry named by its path in the dict
 ("model/conv1_1.weight"); the entry `__tinyfcn__` holds a JSON header with the
@@ -16,6 +17,7 @@ import numpy as np
 
 from tinyfcn.fileio import atomic_write
 from tinyfcn.tensor import Tensor
+from tinyfcn.torchfile import read_torch_file
 
 FORMAT = "tinyfcn-checkpoint"
 VERSION = 1
@@ -57,9 +59,13 @@ def _unflatten(node, arrays):
 
 
 def save(obj: dict, path) -> None:
-    """Save a dict of arrays, nested dicts and JSON values to `path` (.npz), atomically."""
+    """Save a dict of arrays, nested dicts and JSON values to `path` (.npz), atomically; a
+    flat dict of arrays to a `.safetensors` path is written in that format."""
     if not isinstance(obj, dict):
         raise TypeError(f"save() takes a dict, got {type(obj).__name__}")
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _save_safetensors(obj, path)
     arrays: dict = {}
     structure = _flatten(obj, "", arrays)
     header = json.dumps({"format": FORMAT, "version": VERSION, "structure": structure})
@@ -67,27 +73,50 @@ def save(obj: dict, path) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}} etc.
+
+
 def _load_torch(path: Path) -> dict:
-    try:
-        import torch
-    except ImportError:
-        raise ValueError(f"{path}: reading a PyTorch file needs torch installed "
-                         f"(pip install torch==2.13.0)") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model_state_dict" in state:
-        state = state["model_state_dict"]  # the reference port's checkpoint layout
+    state = read_torch_file(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else v for k, v in state.items()}
+    for key in WRAPPER_KEYS:
+        if isinstance(state.get(key), dict):
+            return state[key]
+    return state
+
+
+def _save_safetensors(obj: dict, path: Path) -> None:
+    from safetensors.numpy import save as encode
+    bad = [k for k, v in obj.items() if not isinstance(v, (np.ndarray, Tensor))]
+    if bad:
+        raise TypeError(f"{path}: .safetensors holds a flat dict of arrays; {bad[:3]} are not "
+                        f"arrays (save nested dicts and other values as .npz)")
+    data = encode({k: np.ascontiguousarray(v.data if isinstance(v, Tensor) else v)
+                   for k, v in obj.items()})
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is truncated or not a .safetensors file ({e})") from None
 
 
 def load(path) -> dict:
-    """Load what `save` wrote; a `.pth`/`.pt` PyTorch state dict loads too (needs torch)."""
+    """Load what `save` wrote (.npz or .safetensors), or a PyTorch checkpoint (.pth, .pt;
+    read without torch, nothing in it run; a {"state_dict": ...}, {"model_state_dict": ...}
+    or {"model": ...} wrapper is unwrapped)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint: {path}")
     if path.suffix in (".pth", ".pt"):
         return _load_torch(path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             files = set(npz.files)

@@ -47,6 +47,7 @@ from tinyfcn.data.palette import write_image
 from tinyfcn.data.visualize import panel, prediction_row, training_curve
 from tinyfcn.fileio import atomic_write
 from tinyfcn.metrics import confusion_matrix, scores
+from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
 from tinyfcn.serialization import load, save
 
@@ -326,3 +327,40 @@ def init_from(model, path) -> tuple[int, int]:
     matching = {k: v for k, v in weights.items() if k in own and np.shape(v) == own[k].shape}
     model.load_state_dict(matching, strict=False)
     return len(matching), len(own)
+
+
+# The reference's base learning rates for its summed (not averaged) loss, per model.
+REFERENCE_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-at-once": 1e-10}
+
+
+def reference_lr(model_name: str, at_once: bool, pixels_per_batch: int) -> float:
+    """The reference's learning rate, translated to this engine's mean loss.
+
+    The reference sums the loss over every pixel of a batch (`normalize: false`), so
+    its gradient is `pixels_per_batch` times the mean loss's. The same step from the
+    mean loss takes `lr_sum * pixels_per_batch`: for FCN-32s at 1e-10 on a 500 x 375
+    image that is about 1.9e-5."""
+    key = "fcn8s-at-once" if at_once else model_name
+    if key not in REFERENCE_LR:
+        raise ValueError(f"the reference recipe is defined for {sorted(REFERENCE_LR)}, "
+                         f"not {model_name}")
+    return REFERENCE_LR[key] * pixels_per_batch
+
+
+def reference_param_groups(model, learn_upsampling: bool = False) -> list:
+    """Parameter groups of the reference nets: every Deconvolution (transposed conv) frozen
+    at its bilinear initialisation (lr_mult 0: here requires_grad=False, so no gradient is
+    even computed) unless `learn_upsampling`; biases at twice the learning rate and without
+    weight decay (lr_mult 2, decay_mult 0); weights as set (lr_mult 1, decay_mult 1)."""
+    frozen = set()
+    if not learn_upsampling:
+        for module in model.modules():
+            if isinstance(module, ConvTranspose2d):
+                frozen.update(id(p) for p in module.parameters())
+    weights, biases = [], []
+    for name, p in model.named_parameters():
+        if id(p) in frozen:
+            p.requires_grad = False
+        else:
+            (biases if name.endswith(".bias") else weights).append(p)
+    return [{"params": weights}, {"params": biases, "lr_mult": 2.0, "decay_mult": 0.0}]

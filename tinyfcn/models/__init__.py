@@ -1,20 +1,23 @@
-"""FCN-32s / 16s / 8s and a DeconvNet-style model; `build(config)` rebuilds one from
+"""FCN-32s / 16s / 8s, a DeconvNet-style model and the VGG classifier FCN starts from;
+`build(config)` rebuilds one from
 the `config` dict every model carries, `from_checkpoint` one with its trained weights."""
 
 from tinyfcn.models.base import SegmentationModel
 from tinyfcn.models.deconvnet import DeconvNet, deconvnet
 from tinyfcn.models.fcn import FCN, FCN8s, FCN16s, FCN32s, fcn8s, fcn16s, fcn32s
+from tinyfcn.models.vgg import VGG, FullyConvVGG, vgg, vgg16
 
 MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "deconvnet": deconvnet}
+BUILDERS = {**MODELS, "vgg": vgg}  # segmentation models and the classifier they start from
 
 
 def build(config: dict):
     """A fresh model from a `model.config` dict."""
     config = dict(config)
     name = config.pop("model", None)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    return MODELS[name](**config)
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(BUILDERS)}")
+    return BUILDERS[name](**config)
 
 
 def from_checkpoint(checkpoint: dict, path=""):
@@ -27,4 +30,5 @@ def from_checkpoint(checkpoint: dict, path=""):
 
 
 __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "MODELS", "DeconvNet", "SegmentationModel",
-           "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s", "from_checkpoint"]
+           "VGG", "FullyConvVGG", "build", "deconvnet", "fcn8s", "fcn16s", "fcn32s",
+           "from_checkpoint", "vgg", "vgg16"]

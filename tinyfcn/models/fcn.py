@@ -16,11 +16,16 @@ the upsampling layers are padded to give exactly x s, and every offset is 0.
 
 from __future__ import annotations
 
+import numpy as np
+
 from tinyfcn import functional as F
 from tinyfcn.models import geometry
 from tinyfcn.models.backbones import add_encoder, make_backbone
 from tinyfcn.models.base import SegmentationModel
-from tinyfcn.nn import Conv2d, ConvTranspose2d, init
+from tinyfcn.models.vgg import conv_indices
+from tinyfcn.nn import Conv2d, ConvTranspose2d, Module, init
+from tinyfcn.serialization import load
+from tinyfcn.tensor import Tensor
 
 
 class FCN(SegmentationModel):
@@ -45,6 +50,40 @@ class FCN(SegmentationModel):
         self.score_fr = Conv2d(self.backbone.fc_width, num_classes, 1)
         if self.reference:
             init.zeros_(self.score_fr.weight)
+
+    def copy_params_from_vgg16(self, source) -> list:
+        """Start from a trained VGG classifier (pytorch-fcn's name): `source` is a state dict
+        in torchvision's layout, a `models.vgg16` / `models.vgg` model, or a file `tinyfcn.load`
+        reads (.pth, .safetensors, .npz). features.N -> conv1_1 ... conv5_3; classifier.0 ->
+        fc6 and classifier.3 -> fc7, each FC layer reshaped into the equivalent convolution
+        (convolutionalization). Returns one "source -> target" line per copied array; raises
+        ValueError listing every missing or mis-shaped array, copying nothing."""
+        if isinstance(source, Module):
+            state = source.state_dict()
+        elif isinstance(source, dict):
+            state = source
+        else:
+            state = load(source)
+        state = state.get("model", state)  # a tinyfcn training checkpoint of a classifier
+        pairs = [(f"features.{i}.{p}", f"{name}.{p}") for name, i in conv_indices(self.backbone)
+                 for p in ("weight", "bias")]
+        pairs += [(f"classifier.{i}.{p}", f"{fc}.{p}") for i, fc in ((0, "fc6"), (3, "fc7"))
+                  for p in ("weight", "bias")]
+        own = self.state_dict()
+        problems, arrays = [], {}
+        for src, dst in pairs:
+            if src not in state:
+                problems.append(f"{src} is missing")
+                continue
+            value = np.asarray(state[src].data if isinstance(state[src], Tensor) else state[src])
+            if value.size != own[dst].size:
+                problems.append(f"{src} has shape {value.shape}, {dst} needs {own[dst].shape}")
+                continue
+            arrays[dst] = value.reshape(own[dst].shape).astype(own[dst].dtype)
+        if problems:
+            raise ValueError("cannot copy the classifier's weights: " + "; ".join(problems))
+        self.load_state_dict(arrays, strict=False)
+        return [f"{src} -> {dst}" for src, dst in pairs]
 
     def _score(self, pool: int) -> Conv2d:
         """Class scores from pool3 or pool4: a 1x1 conv, zero-initialised (the reference's

@@ -6,6 +6,7 @@ from tinyfcn.nn.layers import (
     Conv2d,
     ConvTranspose2d,
     Dropout,
+    Linear,
     MaxPool2d,
     MaxUnpool2d,
     ReLU,
@@ -14,6 +15,7 @@ from tinyfcn.nn.layers import (
 from tinyfcn.nn.module import Buffer, Module, Parameter
 
 __all__ = [
-    "BatchNorm2d", "Buffer", "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "MaxUnpool2d",
+    "BatchNorm2d", "Buffer", "Conv2d", "ConvTranspose2d", "Dropout", "Linear", "MaxPool2d",
+    "MaxUnpool2d",
     "Module", "Parameter", "ReLU", "Sequential", "init", "utils",
 ]

@@ -7,6 +7,7 @@ import numpy as np
 from tinyfcn import functional as F
 from tinyfcn.nn import init
 from tinyfcn.nn.module import Buffer, Module, Parameter
+from tinyfcn.tensor import Tensor
 from tinyfcn.utils import pair
 
 
@@ -24,9 +25,51 @@ class Conv2d(Module):
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
+    @classmethod
+    def from_linear(cls, weight, bias, in_shape, padding=0) -> Conv2d:
+        """The convolution that computes a fully connected layer (FCN's "convolutionalization").
+
+        An FC layer with `weight` (out_features, C * kH * kW) over a feature map of
+        `in_shape` (C, kH, kW), flattened in C, H, W order as PyTorch's `flatten` does, is
+        a kH x kW convolution with the same numbers: on a C x kH x kW input it gives a
+        1 x 1 map equal to the FC output, and on a larger one it slides the FC layer over
+        every kH x kW window (stride 1). Arrays or Tensors; the weights are copied."""
+        w = np.array(weight.data if isinstance(weight, Tensor) else weight)
+        C, kH, kW = (int(n) for n in in_shape)
+        if w.ndim != 2 or w.shape[1] != C * kH * kW:
+            raise ValueError(f"a linear weight over a {C} x {kH} x {kW} map must have shape "
+                             f"(out_features, {C * kH * kW}), got {w.shape}")
+        conv = cls(C, w.shape[0], (kH, kW), padding=padding, bias=bias is not None,
+                   dtype=w.dtype)
+        conv.weight.data = np.ascontiguousarray(w.reshape(w.shape[0], C, kH, kW))
+        if bias is not None:
+            b = np.array(bias.data if isinstance(bias, Tensor) else bias, dtype=w.dtype)
+            if b.shape != (w.shape[0],):
+                raise ValueError(f"bias must have shape ({w.shape[0]},), got {b.shape}")
+            conv.bias.data = b
+        return conv
+
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}"
+                + ("" if self.bias is not None else ", bias=False"))
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias over the last axis; weight (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
+        init.kaiming_normal_(self.weight)
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight.T
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}"
                 + ("" if self.bias is not None else ", bias=False"))
 
 
@@ -64,7 +107,7 @@ class BatchNorm2d(Module):
         self.running_var = Buffer(np.ones(num_features, dtype=dtype))
 
     def forward(self, x):
-        return F.batch_norm(x, self.running_mean.data, self.running_var.data, self.weight,
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight,
                             self.bias, self.training, self.momentum, self.eps)
 
     def extra_repr(self):
