@@ -3,7 +3,10 @@
     python examples/predict.py runs/latest/checkpoint-best.npz photo.jpg more/ --out masks/
 
 For each input image NAME.ext it writes NAME.png (class indices in the VOC
-palette: opens as a picture, reads back as labels) and NAME-overlay.png.
+palette: opens as a picture, reads back as labels) and NAME-overlay.png; folders
+are searched recursively and their sub-folders kept. Two inputs with the same
+NAME get NAME-jpg.png, NAME-png.png. The output folder may not be, or lie inside,
+an input folder.
 """
 
 from __future__ import annotations
@@ -32,13 +35,49 @@ def parse_args(argv=None):
 
 
 def image_files(inputs):
+    """(path, name) of every image: files as given, folders searched recursively; `name` is
+    the path relative to its folder without the suffix (the output's name)."""
     for path in inputs:
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            for file in sorted(path.rglob("*")):
+                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                    yield file, file.relative_to(path).with_suffix("")
         elif path.exists():
-            yield path
+            yield path, Path(path.stem)
         else:
             raise DataError(f"{path}: no such image or folder")
+
+
+def output_names(files) -> list:
+    """One distinct output name per input: NAME, or NAME-ext where two inputs share a name
+    (a.jpg and a.png), or NAME-ext-2, ... where even that collides."""
+    stems = [name for _, name in files]
+    taken, names = set(), []
+    for (path, name), original in zip(files, stems):
+        if stems.count(original) > 1:
+            name = name.with_name(f"{name.name}-{path.suffix.lstrip('.').lower()}")
+        candidate, n = name, 2
+        while str(candidate).lower() in taken:
+            candidate, n = name.with_name(f"{name.name}-{n}"), n + 1
+        taken.add(str(candidate).lower())
+        names.append(candidate)
+    return names
+
+
+def check_outputs(out: Path, inputs, files, names) -> None:
+    """Outputs must never replace the images they come from: refuse an output folder that
+    is, or lies inside, an input folder, and any output path that is an input file."""
+    out = out.resolve()
+    for path in inputs:
+        if path.is_dir() and (out == path.resolve() or path.resolve() in out.parents):
+            raise DataError(f"--out {out} is inside the input folder {path}: choose a "
+                            f"folder outside the inputs")
+    sources = {path.resolve() for path, _ in files}
+    for name in names:
+        for target in (out / f"{name}.png", out / f"{name}-overlay.png"):
+            if target in sources:
+                raise DataError(f"writing {target} would replace an input image: choose "
+                                f"another --out")
 
 
 def load_model(path):
@@ -54,11 +93,13 @@ def main(argv=None) -> int:
         files = list(image_files(args.inputs))
         if not files:
             raise DataError("no images found in " + ", ".join(map(str, args.inputs)))
-        for path in files:
+        names = output_names(files)
+        check_outputs(args.out, args.inputs, files, names)
+        for (path, _), name in zip(files, names):
             image = read_image(path)
             pred = model.predict(image)
-            write_label(args.out / f"{path.stem}.png", pred)
-            write_image(args.out / f"{path.stem}-overlay.png", overlay(image, pred))
+            write_label(args.out / f"{name}.png", pred)
+            write_image(args.out / f"{name}-overlay.png", overlay(image, pred))
             present = [class_names[c] if class_names else str(c) for c in np.unique(pred)]
             print(f"{path}: {', '.join(present)}")
     except (DataError, FileNotFoundError, ValueError) as e:

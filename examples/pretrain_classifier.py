@@ -36,7 +36,10 @@ def parse_args(argv=None):
                    help="where the built-in data set is generated and cached")
     p.add_argument("--epochs", type=int, default=8, help="passes over the crops")
     p.add_argument("-b", "--batch-size", type=int, default=32, help="crops per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (poly decay)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam's learning rate (poly decay)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout of the FC layers "
+                   "(0.5 as in VGG learned far slower here: 13%% against 57%% accuracy after "
+                   "2 epochs)")
     p.add_argument("--time-budget", type=float, default=300, metavar="SECONDS",
                    help="stop after this many seconds of training; 0 for no limit")
     p.add_argument("--seed", type=int, default=0, help="seed of the order and initialisation")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
         root = args.voc_root or synthetic.ensure(args.data_dir)
         train_set, val_set = VOCSegmentation(root, "train"), VOCSegmentation(root, "val")
         tinyfcn.manual_seed(args.seed)
-        model = models.vgg(len(train_set.class_names), backbone="lite")
+        model = models.vgg(len(train_set.class_names), backbone="lite", dropout=args.dropout)
         images, labels = object_crops(train_set, model.input_size)
         val_images, val_labels = object_crops(val_set, model.input_size)
         if len(images) < args.batch_size:

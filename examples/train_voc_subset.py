@@ -14,6 +14,7 @@ this script parses arguments and wires the pieces together.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,7 @@ from tinyfcn.train import (
     Trainer,
     init_from,
     print_table,
-    reference_lr,
-    reference_param_groups,
+    reference_optimizer,
 )
 
 
@@ -41,7 +41,7 @@ def parse_args(argv=None):
         description="Train an FCN (FCN-32s/16s/8s or DeconvNet) for semantic segmentation on "
                     "a PASCAL VOC-layout data set. With no arguments it trains FCN-8s-lite on "
                     "the built-in generated data set (no download) in a few minutes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     data = p.add_argument_group("data")
     data.add_argument("--voc-root", type=Path, help="a VOC-layout folder (JPEGImages/, "
                       "SegmentationClass/, ImageSets/Segmentation/); default: the built-in set")
@@ -99,16 +99,50 @@ def parse_args(argv=None):
     train.add_argument("--eval-only", action="store_true",
                        help="only validate the model of --resume / --init-from")
     args = p.parse_args(argv)
+    tokens = sys.argv[1:] if argv is None else argv
+    given = {a.dest for a in p._actions if any(t == o or t.startswith(o + "=") for t in tokens
+                                                for o in a.option_strings)}
+    return args, given  # and the options the command line gave
+
+
+# a resumed run takes its arguments from its checkpoint; these may be given anew
+CHANGEABLE_ON_RESUME = {"epochs", "time_budget", "out", "eval_only", "skip_bad"}
+PATHS = {"voc_root", "data_dir", "out"}
+
+
+def continue_run(args, given: set, stored: dict):
+    """`args` with the checkpoint's run arguments wherever the command line gave none;
+    refuses an option given anew that would change the run (other than the above)."""
+    def plain(value):
+        return json.loads(json.dumps(value, default=str))
+
+    differ = [f"--{k.replace('_', '-')} {plain(getattr(args, k))} (the run's: {v})"
+              for k, v in stored.items() if k in given and k not in CHANGEABLE_ON_RESUME
+              and k in vars(args) and k != "resume" and plain(getattr(args, k)) != plain(v)]
+    if differ:
+        raise ValueError(f"{args.resume} continues a run with other settings: "
+                         + "; ".join(differ) + " (leave them out, or start a new run)")
+    for key, value in stored.items():
+        if key in vars(args) and key not in given and key != "resume":
+            setattr(args, key, Path(value) if key in PATHS and value is not None else value)
+    args.init_from = args.backbone_weights = None  # the weights come from the checkpoint
+    changed = sorted(k for k in given & CHANGEABLE_ON_RESUME if plain(getattr(args, k))
+                     != plain(stored.get(k)))
+    for key in changed:
+        print(f"--{key.replace('_', '-')} {plain(getattr(args, key))} "
+              f"(the run had {plain(stored.get(key))})")
+    return args
+
+
+def check_args(args):
     if args.lr is None and args.recipe == "default":
         args.lr = 1e-3 if args.optimizer == "adam" else 0.01
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be >= 1")
     if min(args.crop_size) < 1 or args.scale <= 0:
-        p.error("--crop-size and --scale must be positive")
+        raise ValueError("--crop-size and --scale must be positive")
     if args.clip_grad is not None and args.clip_grad <= 0:
-        p.error("--clip-grad must be a positive norm")
-    return args
+        raise ValueError("--clip-grad must be a positive norm")
 
 
 def load_split(args, root, split, seed):
@@ -131,13 +165,12 @@ def load_split(args, root, split, seed):
 def make_optimizer(args, model, steps):
     if args.recipe == "reference":
         pixels = args.batch_size * args.crop_size[0] * args.crop_size[1]
-        lr = args.lr or reference_lr(args.model, getattr(model, "at_once", False), pixels)
-        opt = optim.SGD(reference_param_groups(model, args.learn_upsampling), lr,
-                        momentum=0.99, weight_decay=5e-4)
+        opt, sched, lr = reference_optimizer(model, args.model, pixels, steps, args.lr,
+                                             args.learn_upsampling)
         print(f"Reference recipe: SGD momentum 0.99, fixed lr {lr:.3g} (the reference's rate "
               f"for its summed loss x {pixels} pixels per batch), biases at 2x lr without "
               f"decay, upsampling {'learned' if args.learn_upsampling else 'frozen'}")
-        return opt, optim.PolyLR(opt, steps, power=0)  # power 0: a fixed rate
+        return opt, sched
     if args.optimizer == "adam":
         opt = optim.Adam(model.parameters(), lr=args.lr)
     else:
@@ -155,6 +188,9 @@ def build_trainer(args) -> Trainer:
     val = load_split(args, root, args.val_split, args.seed + 1)
     if train.class_names != val.class_names:
         raise DataError(f"{root}: train and val splits disagree on class names")
+    if not train.dataset.has_class_names:
+        print(f"warning: {root / 'class_names.txt'} is missing: assuming PASCAL VOC's 21 "
+              f"classes (write the file, one name per line, for any other set)", file=sys.stderr)
     tinyfcn.manual_seed(args.seed)
     if args.resume:
         model = models.from_checkpoint(tinyfcn.load(args.resume), args.resume)
@@ -171,13 +207,15 @@ def build_trainer(args) -> Trainer:
     opt, sched = make_optimizer(args, model, max(args.epochs * (len(train) // args.batch_size), 1))
     trainer = Trainer(model, opt, sched, train, val,
                       TrainAugment(args.crop_size), batch_size=args.batch_size,
-                      seed=args.seed, out=args.out, clip_grad=args.clip_grad,
-                      run={k: str(v) if isinstance(v, Path) else v
-                           for k, v in vars(args).items()})
+                      seed=args.seed, out=args.out, clip_grad=args.clip_grad, run=vars(args))
     if args.resume and not args.eval_only:
         trainer.resume(args.resume)
         print(f"Resuming {args.resume} at epoch {trainer.epoch + 1}, "
               f"step {trainer.step_in_epoch}")
+        total = max(args.epochs * trainer.steps_per_epoch, 1)
+        if sched.total_steps != total:  # more (or fewer) --epochs than the run had
+            sched.set_total_steps(total)
+            print(f"Learning-rate schedule now spans {total} steps (lr {opt.lr:.3g})")
     print(f"{type(model).__name__} ({model.config['backbone']}), "
           f"{sum(p.size for p in model.parameters()) / 1e6:.2f} M parameters; "
           f"{len(train)} train / {len(val)} val images of {root}; "
@@ -186,11 +224,18 @@ def build_trainer(args) -> Trainer:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, given = parse_args(argv)
     tinyfcn.configure_runtime()
     started = time.time()
     try:
+        if args.resume:
+            args = continue_run(args, given, tinyfcn.load(args.resume).get("run", {}))
+        check_args(args)
         trainer = build_trainer(args)
+        if trainer.epoch >= args.epochs and not args.eval_only:
+            print(f"{args.resume} has already trained {trainer.epoch} of --epochs "
+                  f"{args.epochs}: give a larger --epochs to train on")
+            return 0
         if args.eval_only:
             result, previews = trainer.evaluate()
             print_table({"epoch": trainer.epoch, "train_loss": float("nan"), **result,

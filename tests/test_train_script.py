@@ -249,3 +249,48 @@ def test_time_budget_stops_mid_epoch_writes_every_output_and_resumes_there(voc, 
     assert [r["epoch"] for r in b] == [1, 2] and "steps" not in b[0]
     for ra, rb in zip(a, b, strict=True):
         assert ra["mean_iou"] == pytest.approx(rb["mean_iou"], rel=1e-5)
+
+
+def test_resume_path_alone_continues_the_run_and_more_epochs_extend_the_schedule(voc, tmp_path,
+                                                                                 capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    assert train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(out), "--seed", "3",
+                       "--optimizer", "sgd", *TOY]) == 0
+    ckpt = str(out / "checkpoint-last.npz")
+    capsys.readouterr()
+    assert train.main(["--resume", ckpt]) == 0  # nothing else: the run's own arguments
+    assert "has already trained 1 of --epochs 1" in capsys.readouterr().out
+    before = tinyfcn.load(ckpt)["model"]["conv1_1.weight"]
+    assert train.main(["--resume", ckpt, "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "--epochs 2 (the run had 1)" in printed and "schedule now spans 4 steps" in printed
+    state = tinyfcn.load(out / "checkpoint-last.npz")  # the same folder, one epoch more
+    assert state["position"]["epoch"] == 2 and state["seed"] == 3
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
+    # epoch 2 trained at a non-zero rate (the old schedule had reached 0 at its end)
+    assert not np.array_equal(state["model"]["conv1_1.weight"], before)
+
+
+@pytest.mark.parametrize("option, value", [("--seed", "9"), ("--model", "fcn32s"),
+                                           ("--batch-size", "1"), ("--subset", "2")])
+def test_resume_refuses_options_that_would_change_the_run(voc, tmp_path, capsys, option, value):
+    train = load_script()
+    out = tmp_path / "run"
+    assert train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(out), *TOY]) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(out / "checkpoint-last.npz"), "--epochs", "2",
+                       option, value]) == 2
+    err = capsys.readouterr().err
+    assert "continues a run with other settings" in err and option in err
+
+
+def test_a_checkpoint_of_another_data_set_is_refused(voc, tmp_path, capsys):
+    train = load_script()
+    out = tmp_path / "run"
+    assert train.main(["--voc-root", str(voc), "--epochs", "1", "--out", str(out), *TOY]) == 0
+    other = write_voc_fixture(tmp_path / "other", num_classes=5, n=4)
+    capsys.readouterr()
+    assert train.main(["--voc-root", str(other), "--resume", str(out / "checkpoint-last.npz"),
+                       "--epochs", "2"]) == 2
+    assert "--voc-root" in capsys.readouterr().err

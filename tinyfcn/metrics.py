@@ -16,6 +16,10 @@ def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int) -> n
     if label.shape != pred.shape:
         raise ValueError(f"label and prediction differ in size: {label.size} vs {pred.size}")
     valid = (label >= 0) & (label < num_classes)
+    bad = valid & ((pred < 0) | (pred >= num_classes))
+    if bad.any():
+        raise ValueError(f"predictions {sorted(np.unique(pred[bad]).tolist())[:5]} are not "
+                         f"classes 0..{num_classes - 1}")
     index = num_classes * label[valid].astype(np.int64) + pred[valid].astype(np.int64)
     return np.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
@@ -36,6 +40,6 @@ def scores(hist: np.ndarray, class_names=None) -> dict:
         "pixel_acc": float(tp.sum() / total) if total else float("nan"),
         "mean_acc": float(np.nanmean(class_acc)) if np.isfinite(class_acc).any() else float("nan"),
         "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-        "fw_iou": float((freq[seen] * iou[seen]).sum()),
+        "fw_iou": float((freq[seen] * iou[seen]).sum()) if total else float("nan"),
         "per_class_iou": {name: float(v) for name, v in zip(names, iou)},
     }

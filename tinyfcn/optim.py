@@ -142,8 +142,19 @@ class PolyLR:
 
     def step(self) -> None:
         self.last_step += 1
+        self._apply()
+
+    def _apply(self) -> None:
         progress = min(self.last_step, self.total_steps) / self.total_steps
         self.optimizer.lr = self.base_lr * (1 - progress) ** self.power
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Stretch (or shrink) the schedule, as a resumed run with more epochs needs: the
+        rate continues from where `last_step` lies on the new one."""
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps = total_steps
+        self._apply()
 
     def state_dict(self) -> dict:
         return {"base_lr": self.base_lr, "last_step": self.last_step,

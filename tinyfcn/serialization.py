@@ -1,16 +1,18 @@
 """`save` / `load`: nested dicts of arrays and JSON values in one `.npz`, written atomically;
 `.safetensors` for flat dicts of arrays; PyTorch `.pth` files read without torch.
 
-Layout of the file: every array is an npz entry named by its path in the dict
-("model/conv1_1.weight"); the entry `__tinyfcn__` holds a JSON header with the
-format version and the dict's structure, arrays replaced by {"__array__": name}.
-Loading never unpickles (`allow_pickle=False`).
+Layout of the file (an ordinary `.npz`): the arrays are entries a0, a1, ...; the
+entry `__tinyfcn__` holds a JSON header with the format version and the dict's
+structure, dicts as {"d": {...}}, arrays as {"a": i}, lists and JSON values as
+themselves (tuples load back as lists). Loading never unpickles: it reads only the
+entries the header names, each checked against the size its header declares.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +22,58 @@ from tinyfcn.tensor import Tensor
 from tinyfcn.torchfile import read_torch_file
 
 FORMAT = "tinyfcn-checkpoint"
-VERSION = 1
+VERSION = 2          # 1: arrays named by their path in the dict, dicts untagged (still read)
 HEADER = "__tinyfcn__"
+MAX_HEADER_BYTES = 64 << 20
+MAX_DEPTH = 64
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _flatten(obj, path: str, arrays: dict):
-    """The JSON structure of `obj`, with arrays moved into `arrays`."""
+def _flatten(obj, where: str, arrays: list, depth: int = 0):
+    """The JSON structure of `obj`: arrays become {"a": index into `arrays`}, dicts
+    {"d": {...}}, lists and tuples [...], other values themselves. Every dict is tagged, so
+    no user dict can pass for an array and no key can collide with another."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"cannot save {where!r}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, Tensor):
         obj = obj.data
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
-            raise TypeError(f"cannot save an object array at {path!r}")
-        arrays[path] = obj
-        return {"__array__": path}
+            raise TypeError(f"cannot save an object array at {where!r}")
+        arrays.append(obj)
+        return {"a": len(arrays) - 1}
     if isinstance(obj, dict):
         for key in obj:
             if not isinstance(key, str):
-                raise TypeError(f"dict keys must be strings, got {key!r} at {path!r}")
-        return {k: _flatten(v, f"{path}/{k}" if path else k, arrays) for k, v in obj.items()}
+                raise TypeError(f"dict keys must be strings, got {key!r} at {where!r}")
+        return {"d": {k: _flatten(v, f"{where}/{k}", arrays, depth + 1) for k, v in obj.items()}}
     if isinstance(obj, (list, tuple)):
-        return [_flatten(v, f"{path}/{i}", arrays) for i, v in enumerate(obj)]
+        return [_flatten(v, f"{where}/{i}", arrays, depth + 1) for i, v in enumerate(obj)]
     if isinstance(obj, np.generic):
         return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot save a {type(obj).__name__} at {path!r}: only arrays, dicts, "
+    raise TypeError(f"cannot save a {type(obj).__name__} at {where!r}: only arrays, dicts, "
                     f"lists and JSON values")
 
 
-def _unflatten(node, arrays):
-    if isinstance(node, dict):
-        if set(node) == {"__array__"}:
-            return arrays[node["__array__"]]
-        return {k: _unflatten(v, arrays) for k, v in node.items()}
+def _unflatten(node, read_array, version: int, depth: int = 0):
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, list):
-        return [_unflatten(v, arrays) for v in node]
-    return node
+        return [_unflatten(v, read_array, version, depth + 1) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if version == 1:  # {"__array__": path} or a plain dict
+        if set(node) == {"__array__"}:
+            return read_array(node["__array__"])
+        return {k: _unflatten(v, read_array, version, depth + 1) for k, v in node.items()}
+    if set(node) == {"a"} and isinstance(node["a"], int):
+        return read_array(f"a{node['a']}")
+    if set(node) == {"d"} and isinstance(node["d"], dict):
+        return {k: _unflatten(v, read_array, version, depth + 1) for k, v in node["d"].items()}
+    raise ValueError(f"malformed header node {str(node)[:60]}")
 
 
 def save(obj: dict, path) -> None:
@@ -66,11 +84,12 @@ def save(obj: dict, path) -> None:
     path = Path(path)
     if path.suffix == ".safetensors":
         return _save_safetensors(obj, path)
-    arrays: dict = {}
+    arrays: list = []
     structure = _flatten(obj, "", arrays)
     header = json.dumps({"format": FORMAT, "version": VERSION, "structure": structure})
-    arrays[HEADER] = np.frombuffer(header.encode(), dtype=np.uint8)
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    entries = {f"a{i}": a for i, a in enumerate(arrays)}  # names no savez argument has
+    entries[HEADER] = np.frombuffer(header.encode(), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **entries))
 
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}} etc.
@@ -118,15 +137,56 @@ def load(path) -> dict:
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = set(npz.files)
-            header = json.loads(npz[HEADER].tobytes().decode()) if HEADER in files else None
-            arrays = {name: npz[name] for name in files if name != HEADER}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} is truncated or not a tinyfcn checkpoint ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        with zipfile.ZipFile(path) as archive:
+            header = _read_header(archive, path)
+            version = header.get("version")
+            if version not in (1, VERSION):
+                raise ValueError(f"{path}: checkpoint format version {version} is not "
+                                 f"supported (this tinyfcn reads versions 1 and {VERSION})")
+            return _unflatten(header["structure"], lambda name: _read_entry(archive, name, path),
+                              version)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not a tinyfcn checkpoint (not an .npz file)") from None
+    except (EOFError, OSError, KeyError, RecursionError, zlib.error) as e:
+        raise ValueError(f"{path} is truncated or damaged ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        message = str(e)
+        raise ValueError(message if message.startswith(str(path)) else
+                         f"{path}: damaged checkpoint ({message})") from None
+
+
+def _read_header(archive: zipfile.ZipFile, path) -> dict:
+    name = f"{HEADER}.npy"
+    if name not in archive.namelist():
         raise ValueError(f"{path} is not a tinyfcn checkpoint (no {HEADER} header)")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint format version {header.get('version')} is not "
-                         f"supported (this tinyfcn reads version {VERSION})")
-    return _unflatten(header["structure"], arrays)
+    header = json.loads(_read_entry(archive, HEADER, path, MAX_HEADER_BYTES).tobytes().decode())
+    if not isinstance(header, dict) or header.get("format") != FORMAT or "structure" not in header:
+        raise ValueError(f"{path} is not a tinyfcn checkpoint (no {HEADER} header)")
+    return header
+
+
+def _read_entry(archive: zipfile.ZipFile, name: str, path, limit=None) -> np.ndarray:
+    """One array of the archive, after checking that the size its .npy header declares is
+    what the entry holds (a forged shape must not make us allocate it)."""
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise ValueError(f"{path}: the header names an array {name!r} the file does not "
+                         f"hold") from None
+    if limit is not None and info.file_size > limit:
+        raise ValueError(f"{path}: entry {name} is {info.file_size} bytes, more than "
+                         f"{limit}")
+    with archive.open(info) as f:
+        read_header = NPY_HEADER_READERS.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            raise ValueError(f"{path}: entry {name} is not an .npy array this NumPy reads")
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError(f"{path}: entry {name} holds Python objects")
+        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if expected != info.file_size:
+            raise ValueError(f"{path}: entry {name} declares {shape} {dtype} but holds "
+                             f"{info.file_size} bytes")
+        data = f.read()
+    array = np.frombuffer(data, dtype=dtype).copy()
+    return array.reshape(shape, order="F" if fortran else "C")

@@ -49,6 +49,7 @@ from tinyfcn.fileio import atomic_write
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
+from tinyfcn.optim import SGD, PolyLR
 from tinyfcn.serialization import load, save
 
 CHECKPOINT_VERSION = 2
@@ -127,7 +128,8 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_set, self.val_set, self.augment = train_set, val_set, augment
         self.batch_size, self.seed, self.clip_grad = batch_size, seed, clip_grad
-        self.out, self.run, self.log = Path(out), dict(run or {}), log
+        self.out, self.log = Path(out), log
+        self.run = {k: str(v) if isinstance(v, Path) else v for k, v in (run or {}).items()}
         self.class_names = list(train_set.class_names)
         self.epoch, self.step_in_epoch, self.epoch_losses = 0, 0, []
         self.history: list = []
@@ -364,3 +366,14 @@ def reference_param_groups(model, learn_upsampling: bool = False) -> list:
         else:
             (biases if name.endswith(".bias") else weights).append(p)
     return [{"params": weights}, {"params": biases, "lr_mult": 2.0, "decay_mult": 0.0}]
+
+
+def reference_optimizer(model, model_name: str, pixels_per_batch: int, total_steps: int,
+                        lr=None, learn_upsampling: bool = False):
+    """The reference's fine-tuning recipe: SGD with momentum 0.99 and weight decay 5e-4 over
+    `reference_param_groups`, at a fixed learning rate (`reference_lr` unless `lr` is given).
+    Returns (optimizer, schedule, lr)."""
+    lr = lr or reference_lr(model_name, getattr(model, "at_once", False), pixels_per_batch)
+    opt = SGD(reference_param_groups(model, learn_upsampling), lr, momentum=0.99,
+              weight_decay=5e-4)
+    return opt, PolyLR(opt, total_steps, power=0), lr  # power 0: a fixed rate

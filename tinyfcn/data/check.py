@@ -50,10 +50,13 @@ def check_split(root: Path, split: str) -> dict:
         counts += np.bincount(np.where(label == VOID, ds.num_classes, label).ravel(),
                               minlength=ds.num_classes + 1)
     return {"split": split, "images": len(ds), "bad": bad, "sizes": sizes,
-            "class_names": ds.class_names, "pixels": counts}
+            "class_names": ds.class_names, "pixels": counts,
+            "assumed_voc": not ds.has_class_names}
 
 
 def print_report(report: dict) -> None:
+    if report["assumed_voc"]:
+        print("warning: no class_names.txt: assuming PASCAL VOC's 21 classes")
     print(f"split {report['split']}: {report['images']} images, {len(report['bad'])} bad")
     for message in report["bad"]:
         print(f"  bad: {message}")
@@ -73,6 +76,9 @@ def main(argv=None) -> int:
     p.add_argument("root", type=Path, help="the VOC-layout folder (holds ImageSets/)")
     p.add_argument("--splits", nargs="*", help="split names (default: every split file)")
     args = p.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"error: {args.root}: data set root does not exist", file=sys.stderr)
+        return 2
     split_dir = args.root / "ImageSets" / "Segmentation"
     splits = args.splits or sorted(f.stem for f in split_dir.glob("*.txt"))
     if not splits:

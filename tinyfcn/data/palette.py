@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tinyfcn.data.errors import DataError
 from tinyfcn.fileio import atomic_write
@@ -36,30 +36,52 @@ def colorize(label: np.ndarray) -> np.ndarray:
     return COLORMAP[np.asarray(label, dtype=np.uint8)]
 
 
+MAX_PIXELS = 64_000_000  # a larger image is refused, not decoded (decompression bombs)
+
+
+def _open(path, formats, what: str):
+    """A Pillow image of one of `formats`, its size checked before it is decoded."""
+    try:
+        im = Image.open(path, formats=formats)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file is missing") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read {what}: not a {' or '.join(formats)} "
+                        f"file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from None
+    if im.width * im.height > MAX_PIXELS:
+        im.close()
+        raise DataError(f"{path}: {what} is {im.width} x {im.height} pixels, more than "
+                        f"{MAX_PIXELS:,} (resize it first)")
+    return im
+
+
+def _decode(path, im, what: str, convert):
+    try:
+        with im:
+            im.load()
+            return convert(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from None
+
+
 def read_label(path) -> np.ndarray:
     """(H, W) uint8 class indices from a palette (or greyscale) PNG."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise DataError(f"{path}: label must be a palette or greyscale PNG of class "
-                                f"indices, got mode {im.mode}")
-            return np.array(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: label file is missing") from None
-    except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read label ({e})") from None
+    im = _open(path, ["PNG"], "label")
+    if im.mode not in ("P", "L"):
+        im.close()
+        raise DataError(f"{path}: label must be a palette or greyscale PNG of class "
+                        f"indices, got mode {im.mode}")
+    return _decode(path, im, "label", lambda im: np.array(im, dtype=np.uint8))
 
 
 def read_image(path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.array(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file is missing") from None
-    except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+    """(H, W, 3) uint8 RGB from a JPEG or PNG, turned upright by its EXIF orientation (as
+    viewers and labelling tools show it, so that it matches a label drawn on it)."""
+    im = _open(path, ["JPEG", "PNG"], "image")
+    return _decode(path, im, "image",
+                   lambda im: np.array(ImageOps.exif_transpose(im).convert("RGB"), np.uint8))
 
 
 def _write(path, image: Image.Image, **options) -> None:

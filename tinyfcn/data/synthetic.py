@@ -21,12 +21,14 @@ import colorsys
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tinyfcn.data.errors import DataError
 from tinyfcn.data.palette import VOID, write_image, write_label
 from tinyfcn.fileio import atomic_write
 
@@ -183,9 +185,12 @@ def generate(root, sizes=None, seed: int = 0) -> Path:
     It is written to a temporary folder beside `root` and moved into place, so an
     interrupted generation never leaves a half-written data set."""
     root = Path(root)
+    _check_replaceable(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.parent.glob(f".{root.name}.*.partial"):  # left by a killed run
+        if _is_ours(stale.name, root.name, "partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = root.with_name(f".{root.name}.{secrets.token_hex(6)}.partial")
     (tmp / "ImageSets" / "Segmentation").mkdir(parents=True)
     files = {}
     for split_index, (split, count) in enumerate(sorted(sizes.items())):
@@ -203,13 +208,39 @@ def generate(root, sizes=None, seed: int = 0) -> Path:
     manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "sizes": sizes,
                 "files": files}
     atomic_write(tmp / "manifest.json", lambda f: f.write(json.dumps(manifest).encode()))
-    old = root.with_name(root.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    old = root.with_name(f".{root.name}.{secrets.token_hex(6)}.old")
     if root.exists():
         os.replace(root, old)  # the previous version stays whole until the new one is in place
     os.replace(tmp, root)
     shutil.rmtree(old, ignore_errors=True)
     return root
+
+
+def _is_ours(name: str, root_name: str, kind: str) -> bool:
+    """A temporary folder name this module makes: .<root>.<12 hex digits>.<kind>."""
+    middle = name[len(root_name) + 2:-len(kind) - 1]
+    return (name.startswith(f".{root_name}.") and name.endswith(f".{kind}")
+            and len(middle) == 12 and all(c in "0123456789abcdef" for c in middle))
+
+
+def _check_replaceable(root: Path) -> None:
+    """Generate only into a missing or empty folder, or over a data set generated here
+    (it holds our manifest): never replace what a user put there."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder: refusing to generate the built-in "
+                        f"data set there")
+    if not any(root.iterdir()):
+        return
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        if isinstance(manifest, dict) and "generator_version" in manifest:
+            return
+    except (OSError, ValueError):
+        pass
+    raise DataError(f"{root} holds files that tinyfcn did not generate: refusing to replace "
+                    f"them with the built-in data set (use an empty or new --data-dir)")
 
 
 def verify(root, sizes=None, seed: int = 0) -> bool:

@@ -1,9 +1,10 @@
 """`VOCSegmentation`: any data set in the PASCAL VOC segmentation layout.
 
-    root/JPEGImages/<id>.jpg
+    root/JPEGImages/<id>.jpg               or .jpeg or .png
     root/SegmentationClass/<id>.png        palette PNG: class index per pixel, 255 = void
     root/ImageSets/Segmentation/<split>.txt
-    root/class_names.txt                   optional: one name per line (else VOC's 21)
+    root/class_names.txt                   one name per line (if absent: VOC's 21, and
+                                           `has_class_names` is False so tools can say so)
 """
 
 from __future__ import annotations
@@ -22,16 +23,31 @@ VOC_CLASSES = (
 )
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def read_class_names(root: Path) -> tuple:
+    """The names in `root`/class_names.txt, or None if there is no such file."""
     path = root / "class_names.txt"
     if not path.exists():
-        return VOC_CLASSES
+        return None
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
     if names and names[0] == "__ignore__":  # labelme's exporter lists the void class first
         names = names[1:]
     if not names:
         raise DataError(f"{path}: lists no class names")
+    if len(names) > VOID:
+        raise DataError(f"{path}: lists {len(names)} classes; at most {VOID} fit beside "
+                        f"void ({VOID})")
     return names
+
+
+def check_id(image_id: str, split_file: Path) -> str:
+    """An id names files inside the data set: no folders, no '..', no absolute paths."""
+    if (not image_id or image_id in (".", "..") or "/" in image_id or "\\" in image_id
+            or "\0" in image_id):
+        raise DataError(f"{split_file}: id {image_id!r} is not a plain file name")
+    return image_id
 
 
 class VOCSegmentation:
@@ -48,11 +64,14 @@ class VOCSegmentation:
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.exists():
             raise DataError(f"{split_file}: split file is missing")
-        self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        self.ids = [check_id(line.strip(), split_file)
+                    for line in split_file.read_text().splitlines() if line.strip()]
         if not self.ids:
             raise DataError(f"{split_file}: split lists no images")
         self.split, self.transform = split, transform
-        self.class_names = read_class_names(self.root)
+        names = read_class_names(self.root)
+        self.has_class_names = names is not None  # else VOC's 21 are assumed: say so
+        self.class_names = VOC_CLASSES if names is None else names
 
     @property
     def num_classes(self) -> int:
@@ -62,14 +81,29 @@ class VOCSegmentation:
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        return self.root / "JPEGImages" / f"{self.ids[i]}.jpg"
+        """JPEGImages/<id> with the first of .jpg, .jpeg, .png that exists (.jpg if none)."""
+        stem = self.root / "JPEGImages" / self.ids[i]
+        for suffix in IMAGE_SUFFIXES:
+            if stem.with_name(stem.name + suffix).exists():
+                return stem.with_name(stem.name + suffix)
+        return stem.with_name(stem.name + ".jpg")
 
     def label_path(self, i: int) -> Path:
         return self.root / "SegmentationClass" / f"{self.ids[i]}.png"
 
+    def _checked(self, path: Path) -> Path:
+        """`path` if it is a regular file inside the data set (a symlink may point
+        elsewhere inside it, but not out of it; FIFOs and devices are refused)."""
+        if path.exists() or path.is_symlink():
+            if self.root.resolve() not in path.resolve().parents:
+                raise DataError(f"{path}: leads outside the data set ({path.resolve()})")
+            if not path.is_file():
+                raise DataError(f"{path}: not a regular file")
+        return path
+
     def __getitem__(self, i: int):
-        image = read_image(self.image_path(i))
-        label_path = self.label_path(i)
+        image = read_image(self._checked(self.image_path(i)))
+        label_path = self._checked(self.label_path(i))
         label = read_label(label_path)
         if image.shape[:2] != label.shape:
             raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its "

@@ -15,6 +15,8 @@ def check_float_nchw(x: Tensor, name: str) -> None:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-d (N, C, H, W), got shape {x.shape}")
+    if 0 in x.shape:  # kernels index every axis: an empty one is refused, never run
+        raise ValueError(f"{name} of shape {x.shape} has an empty axis")
 
 
 def check_same_dtype(x: Tensor, other: Tensor, name: str) -> None:

@@ -46,6 +46,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ones."""
     x = as_tensor(input)
     check_float_nchw(x, "input")
+    if momentum is None or not 0 <= momentum <= 1:
+        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
     C = x.shape[1]
     w = as_tensor(np.ones(C, x.dtype) if weight is None else weight)
     b = as_tensor(np.zeros(C, x.dtype) if bias is None else bias)

@@ -100,6 +100,9 @@ class BatchNorm2d(Module):
     """Per-channel normalisation with learned scale and shift; running statistics in eval."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        if momentum is None or not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
+                             f"momentum=None, a cumulative average, is not supported)")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
