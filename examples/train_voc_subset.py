@@ -19,13 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import tinyfcn
 from tinyfcn import models, optim
-from tinyfcn.data import DataError, VOCSegmentation, synthetic, write_image
+from tinyfcn.data import DataError, VOCSegmentation, synthetic
 from tinyfcn.data.check import without_bad_files
 from tinyfcn.data.loader import Subset, subset_ids
+from tinyfcn.data.stats import class_pixel_counts, median_frequency_weights
 from tinyfcn.data.transforms import TrainAugment, resize
-from tinyfcn.data.visualize import panel
 from tinyfcn.train import (
     Diverged,
     Interrupted,
@@ -58,6 +60,14 @@ def parse_args(argv=None):
                       help="resize every image (and label) by this factor first")
     data.add_argument("--crop-size", type=int, nargs=2, default=(96, 96), metavar=("H", "W"),
                       help="training crop (random scale 0.75-1.25, crop, flip)")
+    data.add_argument("--ignore-index", type=int, default=255, metavar="VALUE",
+                      help="the label value that marks void (unlabelled) pixels")
+    data.add_argument("--void-color", type=int, nargs=3, default=(0, 0, 0),
+                      metavar=("R", "G", "B"), help="with colour masks (palette.txt): the "
+                      "colour of void pixels, unless a class owns it")
+    data.add_argument("--class-weights", default="none", metavar="none|auto|W1,W2,...",
+                      help="weigh the loss per class: auto = median-frequency balancing from "
+                           "the training split (for rare classes), or one weight per class")
     model = p.add_argument_group("model")
     model.add_argument("--model", default="fcn8s", choices=sorted(models.MODELS),
                        help="the architecture")
@@ -97,7 +107,11 @@ def parse_args(argv=None):
                        help="start fresh from the weights of a checkpoint whose names and "
                             "shapes match (staged training: 32s -> 16s -> 8s)")
     train.add_argument("--eval-only", action="store_true",
-                       help="only validate the model of --resume / --init-from")
+                       help="only validate the model of --resume / --init-from: writes "
+                            "eval.json, confusion.csv, per-class-iou.png, confusion.png")
+    train.add_argument("--best-with-optimizer", action="store_true",
+                       help="keep the optimizer state in checkpoint-best.npz too (resumable, "
+                            "about 3x larger); by default it holds the weights only")
     args = p.parse_args(argv)
     tokens = sys.argv[1:] if argv is None else argv
     given = {a.dest for a in p._actions if any(t == o or t.startswith(o + "=") for t in tokens
@@ -135,6 +149,9 @@ def continue_run(args, given: set, stored: dict):
 
 
 def check_args(args):
+    if args.eval_only and not (args.resume or args.init_from):
+        raise ValueError("--eval-only needs the weights to evaluate: give --resume or "
+                         "--init-from a checkpoint")
     if args.lr is None and args.recipe == "default":
         args.lr = 1e-3 if args.optimizer == "adam" else 0.01
     if args.epochs < 1 or args.batch_size < 1:
@@ -145,8 +162,35 @@ def check_args(args):
         raise ValueError("--clip-grad must be a positive norm")
 
 
+def class_weights(args, train):
+    """None, or one loss weight per class (printed as a table)."""
+    if args.class_weights == "none":
+        return None
+    names = train.class_names
+    if args.class_weights == "auto":
+        pixels, present_in = class_pixel_counts(train, len(names))
+        weights = median_frequency_weights(pixels, present_in)
+        shares = pixels / max(pixels.sum(), 1)
+    else:
+        try:
+            weights = np.array([float(w) for w in args.class_weights.split(",")], np.float32)
+        except ValueError:
+            raise ValueError(f"--class-weights {args.class_weights!r}: expected none, auto or "
+                             f"numbers separated by commas") from None
+        if len(weights) != len(names) or (weights < 0).any():
+            raise ValueError(f"--class-weights needs {len(names)} non-negative weights, one "
+                             f"per class, got {len(weights)}")
+        shares = np.full(len(names), np.nan)
+    print(f"  {'class':<20} {'pixels':>8} {'weight':>8}")
+    for name, share, weight in zip(names, shares, weights):
+        print(f"  {name[:20]:<20} {'-' if np.isnan(share) else f'{share:.2%}':>8} "
+              f"{weight:>8.3f}")
+    return weights
+
+
 def load_split(args, root, split, seed):
-    dataset = VOCSegmentation(root, split)
+    dataset = VOCSegmentation(root, split, ignore_index=args.ignore_index,
+                              void_colour=tuple(args.void_color))
     if args.scale != 1.0:
         dataset.transform = lambda im, lab: resize(im, lab, args.scale)
     ids = subset_ids(len(dataset), args.subset, seed)
@@ -207,7 +251,9 @@ def build_trainer(args) -> Trainer:
     opt, sched = make_optimizer(args, model, max(args.epochs * (len(train) // args.batch_size), 1))
     trainer = Trainer(model, opt, sched, train, val,
                       TrainAugment(args.crop_size), batch_size=args.batch_size,
-                      seed=args.seed, out=args.out, clip_grad=args.clip_grad, run=vars(args))
+                      seed=args.seed, out=args.out, clip_grad=args.clip_grad,
+                      class_weights=class_weights(args, train),
+                      best_with_optimizer=args.best_with_optimizer, run=vars(args))
     if args.resume and not args.eval_only:
         trainer.resume(args.resume)
         print(f"Resuming {args.resume} at epoch {trainer.epoch + 1}, "
@@ -240,7 +286,9 @@ def main(argv=None) -> int:
             result, previews = trainer.evaluate()
             print_table({"epoch": trainer.epoch, "train_loss": float("nan"), **result,
                          "seconds": 0.0})
-            write_image(args.out / "predictions" / "eval.png", panel(previews))
+            trainer.folder.write_evaluation(result, trainer.confusion, trainer.class_names,
+                                            previews)
+            print(f"Wrote eval.json, confusion.csv and plots to {args.out}/")
             return 0
         history = trainer.fit(args.epochs, args.time_budget or None)
     except Interrupted as e:

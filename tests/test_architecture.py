@@ -285,3 +285,26 @@ def test_a_signal_inside_an_optimizer_step_waits_until_the_step_is_whole(tmp_pat
     resumed.fit(2)
     for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_a_second_ctrl_c_during_the_interrupt_save_still_ends_with_the_checkpoint(tmp_path,
+                                                                                  monkeypatch):
+    import tinyfcn.train as train_module
+    trainer = make_trainer(tmp_path / "run")
+    real_save, calls = train_module.save, {"n": 0}
+
+    def save_with_a_second_ctrl_c(state, path):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, while the checkpoint is written
+        real_save(state, path)
+
+    def first_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save", save_with_a_second_ctrl_c)
+    monkeypatch.setattr(F, "cross_entropy", first_ctrl_c)
+    with pytest.raises(Interrupted) as info:
+        trainer.fit(1)
+    assert calls["n"] == 1 and info.value.checkpoint.is_file()
+    assert tinyfcn.load(info.value.checkpoint)["position"]["step_in_epoch"] == 0

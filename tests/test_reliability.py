@@ -182,3 +182,133 @@ def test_predict_never_overwrites_inputs_and_gives_every_input_its_own_outputs(t
     assert written == ["a-jpg-overlay.png", "a-jpg.png", "a-png-overlay.png", "a-png.png",
                        "sub/a-overlay.png", "sub/a.png"]
     assert read_label(out / "sub" / "a.png").shape == (20, 24)
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    from tinyfcn.fileio import atomic_write
+    stale = tmp_path / ".ckpt.npz.0123456789ab.tmp"
+    stale.write_bytes(b"half")
+    other = tmp_path / ".ckpt.npz.notours.tmp"
+    other.write_bytes(b"x")
+    atomic_write(tmp_path / "ckpt.npz", lambda f: f.write(b"whole"))
+    assert not stale.exists() and other.exists()
+
+
+# ----------------------------------------------------------------- untrusted images
+def image_bytes(fmt, size=(12, 10), exif=None):
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    image = Image.new("RGB", size, (200, 10, 10))
+    image.save(buffer, format=fmt, **({"exif": exif} if exif is not None else {}))
+    return buffer.getvalue()
+
+
+def test_only_jpeg_and_png_are_opened_and_huge_images_are_refused(tmp_path, monkeypatch):
+    from tinyfcn.data import DataError, palette, read_image
+    gif = tmp_path / "photo.jpg"
+    gif.write_bytes(image_bytes("GIF"))
+    with pytest.raises(DataError, match="not a JPEG or PNG"):
+        read_image(gif)
+    big = tmp_path / "big.png"
+    big.write_bytes(image_bytes("PNG", size=(400, 300)))
+    monkeypatch.setattr(palette, "MAX_PIXELS", 100_000)
+    with pytest.raises(DataError, match="400 x 300 pixels, more than 100,000"):
+        read_image(big)
+
+
+def test_exif_orientation_is_applied_so_image_and_label_cannot_silently_disagree(tmp_path):
+    from PIL import Image
+
+    from tinyfcn.data import read_image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it upright
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(image_bytes("JPEG", size=(12, 10), exif=exif.tobytes()))
+    assert read_image(path).shape == (12, 10, 3)  # upright: 10 wide, 12 high
+
+
+def test_split_ids_and_links_cannot_lead_outside_the_data_set(tmp_path):
+    import os
+
+    from test_data_metrics import write_voc_fixture
+
+    from tinyfcn.data import DataError, VOCSegmentation
+    root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=2)
+    split = root / "ImageSets" / "Segmentation" / "evil.txt"
+    for bad in ("../../secret", "/etc/passwd", "a/b"):
+        split.write_text(bad + "\n")
+        with pytest.raises(DataError, match="not a plain file name"):
+            VOCSegmentation(root, "evil")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((root / "SegmentationClass" / "train0.png").read_bytes())
+    (root / "SegmentationClass" / "train1.png").unlink()
+    (root / "SegmentationClass" / "train1.png").symlink_to(outside)
+    os.mkfifo(root / "JPEGImages" / "fifo.jpg")
+    split.write_text("train1\nfifo\n")
+    ds = VOCSegmentation(root, "evil")
+    with pytest.raises(DataError, match="leads outside the data set"):
+        ds[0]
+    with pytest.raises(DataError, match="not a regular file"):
+        ds[1]
+
+
+def test_class_lists_longer_than_255_are_refused(tmp_path):
+    from test_data_metrics import write_voc_fixture
+
+    from tinyfcn.data import DataError, VOCSegmentation
+    root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=1)
+    (root / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(256)))
+    with pytest.raises(DataError, match="at most 255"):
+        VOCSegmentation(root, "train")
+
+
+def test_check_data_says_a_missing_folder_does_not_exist(tmp_path, capsys):
+    from tinyfcn.data import check
+    assert check.main([str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- small ones
+def test_metrics_refuse_predictions_outside_the_classes_and_empty_scores_are_nan():
+    from tinyfcn.metrics import confusion_matrix, scores
+    with pytest.raises(ValueError, match=r"predictions \[3\]"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
+    empty = scores(np.zeros((3, 3)))
+    assert all(np.isnan(empty[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou"))
+
+
+@pytest.mark.parametrize("call", [
+    lambda F: F.conv_transpose2d(np.zeros((1, 2, 0, 3), np.float32),
+                                 np.ones((2, 2, 3, 3), np.float32)),
+    lambda F: F.max_pool2d(np.zeros((1, 1, 0, 4), np.float32), 2, padding=1),
+    lambda F: F.max_pool2d(np.zeros((1, 1, 4, 0), np.float32), 2, ceil_mode=True),
+    lambda F: F.conv2d(np.zeros((0, 2, 3, 3), np.float32), np.ones((2, 2, 3, 3), np.float32)),
+])
+def test_empty_axes_are_refused_before_any_kernel_runs(call):
+    import tinyfcn.functional as F
+    with pytest.raises(ValueError, match="empty axis"):
+        call(F)
+
+
+def test_batch_norm_momentum_none_is_refused_not_nan():
+    from tinyfcn import nn
+    with pytest.raises(ValueError, match="cumulative average"):
+        nn.BatchNorm2d(3, momentum=None)
+
+
+def test_kernels_stay_in_bounds_under_numba_boundscheck(tmp_path):
+    """The kernel tests once more with Numba's bounds checking compiled in (fresh cache)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                          str(tests / "test_pooling.py"), str(tests / "test_conv.py"),
+                          str(tests / "test_fuzz.py")], env=env, capture_output=True,
+                         text=True, cwd=tests.parent)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout

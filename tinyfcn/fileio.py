@@ -3,6 +3,7 @@ only), so data, serialization and the training loop can all use it."""
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from pathlib import Path
@@ -13,6 +14,14 @@ TMP_SUFFIX = ".tmp"
 def temporary_name(path: Path) -> Path:
     """A hidden sibling of `path` that no other writer picks: `.NAME.<random>.tmp`."""
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of `path` a killed writer left behind (only our own names)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+        token = stale.name[len(path.name) + 2:-len(TMP_SUFFIX)]
+        if len(token) == 12 and all(c in "0123456789abcdef" for c in token):
+            stale.unlink(missing_ok=True)
 
 
 def fsync_directory(folder: Path) -> None:
@@ -31,12 +40,14 @@ def fsync_directory(folder: Path) -> None:
 
 def atomic_write(path, write) -> None:
     """Call `write(file object)` on a temporary file beside `path`, fsync, then `os.replace`
-    and fsync the folder: a failure or a kill half-way leaves the previous `path` intact.
+    and fsync the folder: a failure or a kill half-way leaves the previous `path` intact
+    (and the next write of `path` removes the temporary a kill left).
 
     The file gets the usual mode (0666 less the umask: `os.open` applies it), not
     mkstemp's 0600, and the umask is never changed to find out what it is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = temporary_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

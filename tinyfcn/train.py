@@ -28,7 +28,6 @@ The training checkpoint is defined here, beside the code that reads it back:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -43,13 +42,12 @@ from tinyfcn import functional as F
 from tinyfcn import random
 from tinyfcn._runtime import configure_runtime
 from tinyfcn.data.loader import batches_per_epoch, epoch_batches
-from tinyfcn.data.palette import write_image
-from tinyfcn.data.visualize import panel, prediction_row, training_curve
-from tinyfcn.fileio import atomic_write
+from tinyfcn.data.visualize import prediction_row
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
 from tinyfcn.optim import SGD, PolyLR
+from tinyfcn.report import RunFolder, versions
 from tinyfcn.serialization import load, save
 
 CHECKPOINT_VERSION = 2
@@ -120,6 +118,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, scheduler, train_set, val_set, augment, *,
                  batch_size: int = 4, seed: int = 0, out="runs/latest", clip_grad=None,
+                 class_weights=None, best_with_optimizer: bool = False,
                  run: dict | None = None, log=print):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -129,8 +128,17 @@ class Trainer:
         self.train_set, self.val_set, self.augment = train_set, val_set, augment
         self.batch_size, self.seed, self.clip_grad = batch_size, seed, clip_grad
         self.out, self.log = Path(out), log
+        self.folder, self.best_with_optimizer = RunFolder(out), best_with_optimizer
+        self.confusion = None  # of the latest evaluation
         self.run = {k: str(v) if isinstance(v, Path) else v for k, v in (run or {}).items()}
         self.class_names = list(train_set.class_names)
+        self.colours = getattr(train_set, "palette", None)
+        self.class_weights = None if class_weights is None else np.asarray(class_weights,
+                                                                           np.float32)
+        if self.class_weights is not None and self.class_weights.shape != (
+                len(self.class_names),):
+            raise ValueError(f"class_weights must hold one weight per class "
+                             f"({len(self.class_names)}), got {self.class_weights.shape}")
         self.epoch, self.step_in_epoch, self.epoch_losses = 0, 0, []
         self.history: list = []
         self.best_miou = -1.0
@@ -148,7 +156,7 @@ class Trainer:
                               "epoch_losses": list(self.epoch_losses)},
                  "history": self.history, "best_miou": self.best_miou, "seed": self.seed,
                  "batch_size": self.batch_size, "rng": random.get_rng_state(),
-                 "run": self.run}
+                 "run": self.run, "versions": versions()}
         if with_optimizer:
             state["optimizer"] = {"type": type(self.optimizer).__name__,
                                   "state": self.optimizer.state_dict()}
@@ -201,7 +209,10 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one "
                              f"batch of {self.batch_size}")
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.folder.start({"run": self.run, "model": self.model.config,
+                           "class_names": self.class_names, "batch_size": self.batch_size,
+                           "seed": self.seed, "class_weights": self.class_weights},
+                          self.epoch, self.step_in_epoch)
         deadline = time.time() + time_budget if time_budget else math.inf
         try:
             with _signals_raise():
@@ -232,10 +243,11 @@ class Trainer:
         with tqdm(batches, total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
                   unit="batch", leave=False, dynamic_ncols=True) as bar:
             for step, (images, labels) in enumerate(bar, start=skip + 1):
-                started = time.time()
+                started, lr = time.time(), self.optimizer.lr
                 loss = self.train_step(images, labels, epoch, step, bar)
-                bar.set_postfix(loss=f"{loss:.3f}",
-                                img_s=f"{len(images) / (time.time() - started):.1f}")
+                seconds = time.time() - started
+                self.folder.log_step(epoch, step, loss, lr, seconds, len(images))
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{len(images) / seconds:.1f}")
                 if time.time() > deadline and step < self.steps_per_epoch:
                     return False
         return True
@@ -243,7 +255,8 @@ class Trainer:
     def train_step(self, images, labels, epoch: int, step: int, bar=None) -> float:
         model, opt = self.model, self.optimizer
         opt.zero_grad()
-        loss = F.cross_entropy(model(model.preprocess(images)), labels)
+        loss = F.cross_entropy(model(model.preprocess(images)), labels,
+                               weight=self.class_weights)
         loss.backward()
         norm = (clip_grad_norm_(model.parameters(), self.clip_grad) if self.clip_grad
                 else grad_norm(model.parameters()))
@@ -281,11 +294,10 @@ class Trainer:
         print_table(record, self.log)
         self.save(self.out / "checkpoint-last.npz")
         if is_best:
-            self.save(self.out / "checkpoint-best.npz")
-        text = json.dumps(self.history, indent=1).encode()
-        atomic_write(self.out / "metrics.json", lambda f: f.write(text))
-        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
-        training_curve(self.history, self.out / "training-curve.png")
+            self.save(self.out / "checkpoint-best.npz", self.best_with_optimizer)
+        self.folder.log_validation(record)
+        self.folder.write_epoch(self.history, result, self.confusion, self.class_names,
+                                previews, epoch)
 
     # --------------------------------------------------------------- evaluation
     def evaluate(self, data=None) -> tuple[dict, list]:
@@ -301,7 +313,8 @@ class Trainer:
             pred = self.model.predict(image)
             hist += confusion_matrix(label, pred, n)
             if len(previews) < PREVIEW_IMAGES:
-                previews.append(prediction_row(image, label, pred))
+                previews.append(prediction_row(image, label, pred, self.colours))
+        self.confusion = hist
         return scores(hist, self.class_names), previews
 
 

@@ -17,6 +17,10 @@ class Subset:
     def class_names(self):
         return self.dataset.class_names
 
+    @property
+    def palette(self):
+        return getattr(self.dataset, "palette", None)
+
     def __len__(self) -> int:
         return len(self.ids)
 

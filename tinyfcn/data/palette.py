@@ -31,9 +31,62 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 COLORMAP = voc_colormap()
 
 
-def colorize(label: np.ndarray) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 RGB in the VOC colours (void is cream)."""
-    return COLORMAP[np.asarray(label, dtype=np.uint8)]
+def colorize(label: np.ndarray, colours=None) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 RGB: class c in `colours[c]` (a data set's
+    palette.txt) or else in the VOC colours; void is cream."""
+    label = np.asarray(label, dtype=np.uint8)
+    if colours is None:
+        return COLORMAP[label]
+    table = COLORMAP.copy()
+    table[:len(colours)] = colours
+    return table[label]
+
+
+def read_palette(path) -> np.ndarray:
+    """(C, 3) uint8 from a palette.txt: one "R G B" line per class, in class order."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.replace(",", " ").split()
+        try:
+            values = [int(v) for v in parts]
+        except ValueError:
+            values = []
+        if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+            raise DataError(f"{path}, line {n}: expected three numbers 0-255 (R G B), "
+                            f"got {line.strip()!r}")
+        rows.append(values)
+    colours = np.array(rows, np.uint8).reshape(-1, 3)
+    keys = _keys(colours)
+    if len(set(keys.tolist())) != len(keys):
+        raise DataError(f"{path}: two classes share a colour")
+    return colours
+
+
+def _keys(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def decode_colour_label(path, rgb: np.ndarray, colours: np.ndarray, void_colour) -> np.ndarray:
+    """(H, W) class indices from an (H, W, 3) colour mask: colour `colours[c]` -> c,
+    `void_colour` (if not None) -> void; any other colour is an error naming it."""
+    keys = _keys(rgb)
+    table = _keys(colours)
+    order = np.argsort(table)
+    position = np.clip(np.searchsorted(table[order], keys), 0, len(table) - 1)
+    label = order[position].astype(np.uint8)
+    known = table[order][position] == keys
+    if void_colour is not None:
+        void = keys == _keys(np.asarray(void_colour))
+        label[void], known = VOID, known | void
+    if not known.all():
+        unknown = np.unique(keys[~known])[:3]
+        named = ", ".join(f"({k >> 16} {(k >> 8) & 255} {k & 255})" for k in unknown.tolist())
+        raise DataError(f"{path}: colours {named} are not in palette.txt (nor the void "
+                        f"colour)")
+    return label
 
 
 MAX_PIXELS = 64_000_000  # a larger image is refused, not decoded (decompression bombs)
@@ -66,13 +119,20 @@ def _decode(path, im, what: str, convert):
         raise DataError(f"{path}: cannot read {what} ({e})") from None
 
 
-def read_label(path) -> np.ndarray:
-    """(H, W) uint8 class indices from a palette (or greyscale) PNG."""
+def read_label(path, colours=None, void_colour=(0, 0, 0)) -> np.ndarray:
+    """(H, W) uint8 class indices from a palette (or greyscale) PNG of class indices, or,
+    given the data set's `colours` (palette.txt), from a colour (RGB) mask."""
     im = _open(path, ["PNG"], "label")
+    if im.mode in ("RGB", "RGBA") and colours is not None:
+        return _decode(path, im, "label", lambda im: decode_colour_label(
+            path, np.array(im.convert("RGB")), colours, void_colour))
     if im.mode not in ("P", "L"):
         im.close()
+        hint = (" (a colour mask: list each class's colour in palette.txt beside "
+                "class_names.txt, one 'R G B' line per class, to decode it)"
+                if im.mode in ("RGB", "RGBA") else "")
         raise DataError(f"{path}: label must be a palette or greyscale PNG of class "
-                        f"indices, got mode {im.mode}")
+                        f"indices, got mode {im.mode}{hint}")
     return _decode(path, im, "label", lambda im: np.array(im, dtype=np.uint8))
 
 

@@ -1,12 +1,12 @@
-"""Pictures a person would rather look at than read: prediction panels and training curves.
-Pillow only (no plotting library at run time)."""
+"""Pictures a person would rather look at than read: overlays and prediction panels (Pillow
+only; the plots of a run are in tinyfcn.plots)."""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from tinyfcn.data.palette import colorize, write_image
+from tinyfcn.data.palette import colorize
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -38,36 +38,6 @@ def panel(rows, height: int = 128, gap: int = 4) -> np.ndarray:
     return np.concatenate(out[:-1], axis=0)
 
 
-def prediction_row(image, label, pred):
-    """image | ground truth | prediction, in the VOC palette."""
-    return [image, colorize(label), colorize(pred)]
-
-
-def training_curve(history: list, path, size=(480, 300)) -> None:
-    """Train loss (red, left scale) and validation mIoU (blue, 0..1) per epoch."""
-    W, H = size
-    margin = 36
-    canvas = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.rectangle([margin, 10, W - 10, H - margin], outline="black")
-    epochs = [r["epoch"] for r in history]
-    if epochs:
-        x_max = max(max(epochs), 2)
-        loss_max = max(max(r["train_loss"] for r in history), 1e-6)
-
-        def xy(epoch, value, top):
-            x = margin + (epoch - 1) / (x_max - 1) * (W - 10 - margin)
-            y = H - margin - value / top * (H - margin - 10)
-            return x, y
-
-        for key, top, colour in (("train_loss", loss_max, (200, 40, 40)),
-                                 ("mean_iou", 1.0, (40, 60, 200))):
-            points = [xy(r["epoch"], r[key], top) for r in history if np.isfinite(r[key])]
-            if len(points) > 1:
-                draw.line(points, fill=colour, width=2)
-            for x, y in points:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((margin, H - margin + 6), f"epoch 1 .. {x_max}", fill="black")
-        draw.text((W - 190, 14), f"train loss (max {loss_max:.2f})", fill=(200, 40, 40))
-        draw.text((W - 190, 28), "val mIoU (0..1)", fill=(40, 60, 200))
-    write_image(path, np.array(canvas))
+def prediction_row(image, label, pred, colours=None):
+    """image | ground truth | prediction, in the data set's colours (else VOC's)."""
+    return [image, colorize(label, colours), colorize(pred, colours)]

@@ -5,6 +5,8 @@
     root/ImageSets/Segmentation/<split>.txt
     root/class_names.txt                   one name per line (if absent: VOC's 21, and
                                            `has_class_names` is False so tools can say so)
+    root/palette.txt                       optional: one "R G B" line per class; labels may
+                                           then be colour (RGB) masks, `void_colour` is void
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyfcn.data.errors import DataError
-from tinyfcn.data.palette import VOID, read_image, read_label
+from tinyfcn.data.palette import VOID, read_image, read_label, read_palette
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -57,13 +59,19 @@ class VOCSegmentation:
     of different sizes, and label values outside the classes (other than 255)
     raise `DataError` naming the file."""
 
-    def __init__(self, root, split: str = "train", transform=None):
+    def __init__(self, root, split: str = "train", transform=None, ignore_index: int = VOID,
+                 void_colour=(0, 0, 0)):
         self.root = Path(root)
+        if not 0 <= ignore_index <= VOID:
+            raise DataError(f"ignore_index must be a label value 0..{VOID}, got {ignore_index}")
+        self.ignore_index = ignore_index
         if not self.root.is_dir():
             raise DataError(f"{self.root}: data set root does not exist")
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.exists():
             raise DataError(f"{split_file}: split file is missing")
+        if not split_file.is_file():
+            raise DataError(f"{split_file}: not a regular file")
         self.ids = [check_id(line.strip(), split_file)
                     for line in split_file.read_text().splitlines() if line.strip()]
         if not self.ids:
@@ -72,6 +80,15 @@ class VOCSegmentation:
         names = read_class_names(self.root)
         self.has_class_names = names is not None  # else VOC's 21 are assumed: say so
         self.class_names = VOC_CLASSES if names is None else names
+        self.palette = self.void_colour = None
+        if (self.root / "palette.txt").is_file():
+            self.palette = read_palette(self.root / "palette.txt")
+            if len(self.palette) != len(self.class_names):
+                raise DataError(f"{self.root / 'palette.txt'}: {len(self.palette)} colours for "
+                                f"{len(self.class_names)} classes")
+            owned = void_colour is not None and any(
+                tuple(c) == tuple(void_colour) for c in self.palette.tolist())
+            self.void_colour = None if owned else void_colour  # a class's colour is not void
 
     @property
     def num_classes(self) -> int:
@@ -104,15 +121,19 @@ class VOCSegmentation:
     def __getitem__(self, i: int):
         image = read_image(self._checked(self.image_path(i)))
         label_path = self._checked(self.label_path(i))
-        label = read_label(label_path)
+        label = read_label(label_path, self.palette, self.void_colour)
+        if self.ignore_index != VOID:  # this data set's void value -> tinyfcn's 255
+            label = np.where(label == self.ignore_index, VOID, label).astype(np.uint8)
         if image.shape[:2] != label.shape:
             raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its "
                             f"image is {image.shape[1]}x{image.shape[0]}")
         bad = (label >= self.num_classes) & (label != VOID)
         if bad.any():
             values = sorted(np.unique(label[bad]).tolist())[:5]
+            hint = ("" if self.palette is not None else "; if these are colours of a colour "
+                    "mask, keep it RGB and list the colours in palette.txt")
             raise DataError(f"{label_path}: label values {values} are not classes "
-                            f"0..{self.num_classes - 1} or void (255)")
+                            f"0..{self.num_classes - 1} or void ({self.ignore_index}){hint}")
         if self.transform is not None:
             image, label = self.transform(image, label)
         return image, label

@@ -1,0 +1,94 @@
+"""The pictures a run leaves behind, drawn with matplotlib (Agg: no display needed):
+training curves, per-class IoU and the confusion matrix. Each is written atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from tinyfcn.fileio import atomic_write
+
+
+def _figure(width: float, height: float):
+    """A figure outside pyplot: no backend is chosen and no global state is touched."""
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height))
+
+
+def _save(fig, path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    data = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """The mean of each value and the `window` - 1 before it (fewer at the start)."""
+    values = np.asarray(values, np.float64)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def training_curve(steps: list, history: list, path, label: str = "") -> None:
+    """Two panels: the training loss per step (log scale, with a moving average) and the
+    validation mIoU and pixel accuracy per epoch. `steps` are log rows (dicts with
+    "epoch", "step", "loss"); `history` the per-epoch records."""
+    fig = _figure(11, 4)
+    left, right = fig.subplots(1, 2)
+    if steps:
+        steps_per_epoch = max(r["step"] for r in steps)
+        x = [r["epoch"] - 1 + r["step"] / steps_per_epoch for r in steps]
+        loss = [r["loss"] for r in steps]
+        left.plot(x, loss, color="tab:red", alpha=0.3, lw=0.8, label="loss per step")
+        left.plot(x, moving_average(loss, max(1, len(loss) // 20)), color="tab:red",
+                  label="moving average")
+        if min(loss) > 0:
+            left.set_yscale("log")
+        left.legend()
+    left.set(xlabel="epoch", ylabel="training loss", title=f"training loss {label}".strip())
+    epochs = [r["epoch"] for r in history]
+    for key, name, colour in (("mean_iou", "mean IoU", "tab:blue"),
+                              ("pixel_acc", "pixel accuracy", "tab:green")):
+        right.plot(epochs, [r[key] for r in history], "o-", color=colour, label=name)
+    right.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation")
+    right.grid(alpha=0.3)
+    if history:
+        right.legend()
+    _save(fig, path)
+
+
+def per_class_iou(scores: dict, path, title: str = "per-class IoU (validation)") -> None:
+    names = list(scores["per_class_iou"])
+    values = [0.0 if math.isnan(v) else v for v in scores["per_class_iou"].values()]
+    fig = _figure(max(5, 0.4 * len(names) + 2), 4)
+    ax = fig.subplots()
+    bars = ax.bar(range(len(names)), values, color="tab:blue")
+    for bar, v in zip(bars, scores["per_class_iou"].values()):
+        if math.isnan(v):
+            bar.set_color("lightgrey")  # absent from ground truth and prediction
+    ax.axhline(scores["mean_iou"], color="tab:red", ls="--",
+               label=f"mean IoU {scores['mean_iou']:.3f}")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set(ylim=(0, 1), ylabel="IoU", title=title)
+    ax.legend()
+    _save(fig, path)
+
+
+def confusion(hist: np.ndarray, class_names, path) -> None:
+    """The confusion matrix with each row (a true class) divided by its pixels."""
+    hist = np.asarray(hist, np.float64)
+    rows = hist.sum(axis=1, keepdims=True)
+    normalised = np.divide(hist, rows, out=np.zeros_like(hist), where=rows > 0)
+    n = len(class_names)
+    fig = _figure(max(5, 0.35 * n + 3), max(4, 0.35 * n + 2))
+    ax = fig.subplots()
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title="confusion matrix (each row sums to 1)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, path)
