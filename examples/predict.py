@@ -82,14 +82,15 @@ def check_outputs(out: Path, inputs, files, names) -> None:
 
 def load_model(path):
     ckpt = tinyfcn.load(path)
-    return models.from_checkpoint(ckpt, path).eval(), ckpt.get("class_names")
+    return (models.from_checkpoint(ckpt, path).eval(), ckpt.get("class_names"),
+            ckpt.get("palette"))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     tinyfcn.configure_runtime()
     try:
-        model, class_names = load_model(args.checkpoint)
+        model, class_names, colours = load_model(args.checkpoint)
         files = list(image_files(args.inputs))
         if not files:
             raise DataError("no images found in " + ", ".join(map(str, args.inputs)))
@@ -98,8 +99,8 @@ def main(argv=None) -> int:
         for (path, _), name in zip(files, names):
             image = read_image(path)
             pred = model.predict(image)
-            write_label(args.out / f"{name}.png", pred)
-            write_image(args.out / f"{name}-overlay.png", overlay(image, pred))
+            write_label(args.out / f"{name}.png", pred, colours)
+            write_image(args.out / f"{name}-overlay.png", overlay(image, pred, colours=colours))
             present = [class_names[c] if class_names else str(c) for c in np.unique(pred)]
             print(f"{path}: {', '.join(present)}")
     except (DataError, FileNotFoundError, ValueError) as e:

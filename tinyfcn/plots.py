@@ -46,7 +46,11 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
         left.plot(x, moving_average(loss, max(1, len(loss) // 20)), color="tab:red",
                   label="moving average")
         if min(loss) > 0:
+            from matplotlib.ticker import FuncFormatter
             left.set_yscale("log")
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            left.yaxis.set_major_formatter(plain)
+            left.yaxis.set_minor_formatter(plain)
         left.legend()
     left.set(xlabel="epoch", ylabel="training loss", title=f"training loss {label}".strip())
     epochs = [r["epoch"] for r in history]
@@ -54,6 +58,8 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
                               ("pixel_acc", "pixel accuracy", "tab:green")):
         right.plot(epochs, [r[key] for r in history], "o-", color=colour, label=name)
     right.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation")
+    from matplotlib.ticker import MaxNLocator
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.grid(alpha=0.3)
     if history:
         right.legend()

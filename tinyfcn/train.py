@@ -156,7 +156,8 @@ class Trainer:
                               "epoch_losses": list(self.epoch_losses)},
                  "history": self.history, "best_miou": self.best_miou, "seed": self.seed,
                  "batch_size": self.batch_size, "rng": random.get_rng_state(),
-                 "run": self.run, "versions": versions()}
+                 "run": self.run, "versions": versions(),
+                 "palette": None if self.colours is None else np.asarray(self.colours)}
         if with_optimizer:
             state["optimizer"] = {"type": type(self.optimizer).__name__,
                                   "state": self.optimizer.state_dict()}
@@ -211,7 +212,8 @@ class Trainer:
                              f"batch of {self.batch_size}")
         self.folder.start({"run": self.run, "model": self.model.config,
                            "class_names": self.class_names, "batch_size": self.batch_size,
-                           "seed": self.seed, "class_weights": self.class_weights},
+                           "seed": self.seed, "class_weights": None if self.class_weights
+                           is None else self.class_weights.tolist()},
                           self.epoch, self.step_in_epoch)
         deadline = time.time() + time_budget if time_budget else math.inf
         try:

@@ -153,10 +153,14 @@ def _write(path, image: Image.Image, **options) -> None:
     atomic_write(Path(path), lambda f: f.write(data))
 
 
-def write_label(path, label: np.ndarray) -> None:
-    """Write class indices as a palette PNG with the VOC colours, atomically."""
+def write_label(path, label: np.ndarray, colours=None) -> None:
+    """Write class indices as a palette PNG, atomically: it reads back as the indices and
+    opens as a picture in the data set's `colours` (else VOC's)."""
     image = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
-    image.putpalette(COLORMAP.ravel().tolist())
+    table = COLORMAP.copy()
+    if colours is not None:
+        table[:len(colours)] = colours
+    image.putpalette(table.ravel().tolist())
     _write(path, image)
 
 

@@ -9,9 +9,11 @@ from PIL import Image
 from tinyfcn.data.palette import colorize
 
 
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with the VOC colours of `label` blended over it (background left clear)."""
-    colours = colorize(label).astype(np.float32)
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
+            colours=None) -> np.ndarray:
+    """The image with the colours of `label` (the data set's, else VOC's) blended over it
+    (class 0, background, left clear)."""
+    colours = colorize(label, colours).astype(np.float32)
     mixed = image.astype(np.float32) * (1 - alpha) + colours * alpha
     keep = (label == 0)[..., None]
     return np.where(keep, image, mixed).astype(np.uint8)
