@@ -38,20 +38,35 @@ from tinyfcn.train import (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one (not None, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Train an FCN (FCN-32s/16s/8s or DeconvNet) for semantic segmentation on "
                     "a PASCAL VOC-layout data set. With no arguments it trains FCN-8s-lite on "
                     "the built-in generated data set (no download) in a few minutes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        epilog="A data set: JPEGImages/<id>.jpg (.jpeg, .png), SegmentationClass/<id>.png, "
+               "ImageSets/Segmentation/<split>.txt (one id per line) and class_names.txt (one "
+               "class per line). A label image is a PNG of class indices (palette or "
+               "greyscale; 255, or --ignore-index, marks void), or an RGB colour mask when "
+               "palette.txt lists one 'R G B' line per class. Check one with "
+               "tinyfcn-check-data ROOT.",
+        formatter_class=HelpFormatter, allow_abbrev=False)
     data = p.add_argument_group("data")
-    data.add_argument("--voc-root", type=Path, help="a VOC-layout folder (JPEGImages/, "
-                      "SegmentationClass/, ImageSets/Segmentation/); default: the built-in set")
+    data.add_argument("--voc-root", type=Path, metavar="ROOT", help="a VOC-layout folder "
+                      "(see below); without it, the built-in generated data set")
     data.add_argument("--data-dir", type=Path, default=synthetic.default_root(),
                       help="where the built-in data set is generated and cached")
     data.add_argument("--train-split", default="train", help="split file name for training")
     data.add_argument("--val-split", default="val", help="split file name for validation")
-    data.add_argument("--subset", type=int, help="use N images of each split, chosen "
+    data.add_argument("--subset", type=int, metavar="N", help="use N images of each split, chosen "
                       "reproducibly from the seed")
     data.add_argument("--skip-bad", action="store_true",
                       help="check every image first; warn about and skip bad files instead "
@@ -86,10 +101,16 @@ def parse_args(argv=None):
                             "0 for no limit")
     train.add_argument("-b", "--batch-size", type=int, default=4, help="images per step")
     train.add_argument("--optimizer", default="adam", choices=["sgd", "adam"],
-                       help="adam, or sgd with momentum 0.9 and weight decay 5e-4")
-    train.add_argument("--lr", type=float, help="base learning rate, decayed by the poly "
-                       "schedule (default: 1e-3 for adam, 0.01 for sgd, the reference's for "
-                       "--recipe reference)")
+                       help="the optimizer")
+    train.add_argument("--lr", type=float, help="base learning rate (default: 1e-3 for "
+                       "adam, 0.01 for sgd, the reference's for --recipe reference)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
+    train.add_argument("--weight-decay", type=float, help="L2 weight decay (default: 5e-4 "
+                       "for sgd, 0 for adam)")
+    train.add_argument("--lr-schedule", default="poly", choices=sorted(optim.SCHEDULES),
+                       help="how the learning rate falls over the run")
+    train.add_argument("--warmup", type=int, default=0, metavar="STEPS",
+                       help="raise the learning rate linearly over the first STEPS steps")
     train.add_argument("--recipe", default="default", choices=["default", "reference"],
                        help="reference: the paper's fine-tuning (SGD momentum 0.99, fixed lr, "
                             "biases at 2x lr without decay, upsampling frozen at bilinear)")
@@ -106,6 +127,10 @@ def parse_args(argv=None):
     train.add_argument("--init-from", type=Path, metavar="PATH",
                        help="start fresh from the weights of a checkpoint whose names and "
                             "shapes match (staged training: 32s -> 16s -> 8s)")
+    train.add_argument("--val-every", type=int, default=1, metavar="N",
+                       help="validate every N epochs (and after the last)")
+    train.add_argument("--workers", type=int, default=0, metavar="N", help="threads that read and "
+                       "augment the next batches during a step (the same batches either way)")
     train.add_argument("--eval-only", action="store_true",
                        help="only validate the model of --resume / --init-from: writes "
                             "eval.json, confusion.csv, per-class-iou.png, confusion.png")
@@ -160,6 +185,8 @@ def check_args(args):
         raise ValueError("--crop-size and --scale must be positive")
     if args.clip_grad is not None and args.clip_grad <= 0:
         raise ValueError("--clip-grad must be a positive norm")
+    if args.val_every < 1 or args.workers < 0 or args.warmup < 0:
+        raise ValueError("--val-every must be >= 1, --workers and --warmup >= 0")
 
 
 def class_weights(args, train):
@@ -216,10 +243,12 @@ def make_optimizer(args, model, steps):
               f"decay, upsampling {'learned' if args.learn_upsampling else 'frozen'}")
         return opt, sched
     if args.optimizer == "adam":
-        opt = optim.Adam(model.parameters(), lr=args.lr)
+        opt = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay or 0)
     else:
-        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    return opt, optim.PolyLR(opt, steps)
+        decay = 5e-4 if args.weight_decay is None else args.weight_decay
+        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                        weight_decay=decay)
+    return opt, optim.SCHEDULES[args.lr_schedule](opt, steps, warmup_steps=args.warmup)
 
 
 def build_trainer(args) -> Trainer:
@@ -253,7 +282,8 @@ def build_trainer(args) -> Trainer:
                       TrainAugment(args.crop_size), batch_size=args.batch_size,
                       seed=args.seed, out=args.out, clip_grad=args.clip_grad,
                       class_weights=class_weights(args, train),
-                      best_with_optimizer=args.best_with_optimizer, run=vars(args))
+                      best_with_optimizer=args.best_with_optimizer, val_every=args.val_every,
+                      workers=args.workers, run=vars(args))
     if args.resume and not args.eval_only:
         trainer.resume(args.resume)
         print(f"Resuming {args.resume} at epoch {trainer.epoch + 1}, "

@@ -1,4 +1,5 @@
-"""Optimizers (SGD with momentum and Nesterov, Adam) and the poly learning-rate schedule.
+"""Optimizers (SGD with momentum and Nesterov, Adam) and learning-rate schedules (poly,
+cosine, step, constant, each with an optional linear warm-up).
 
 Updates follow PyTorch's formulas exactly, in place on the parameters' arrays
 and in their dtype. `state_dict()` holds plain arrays and numbers, so it goes
@@ -6,6 +7,8 @@ into a checkpoint with `tinyfcn.save`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -131,14 +134,23 @@ class Adam(Optimizer):
         param -= dtype(step_size) * m / denom
 
 
-class PolyLR:
-    """lr = base_lr * (1 - step / total_steps) ** power, set on the optimizer at each step()."""
+class LRSchedule:
+    """Sets `optimizer.lr` before every step: base_lr x warm-up x decay(progress), where
+    the warm-up rises linearly over the first `warmup_steps` steps (a steadier start for
+    small data sets and fresh layers) and progress = step / total_steps. Call `step()`
+    after each optimizer step."""
 
-    def __init__(self, optimizer: Optimizer, total_steps: int, power: float = 0.9):
+    def __init__(self, optimizer: Optimizer, total_steps: int, warmup_steps: int = 0):
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        self.optimizer, self.total_steps, self.power = optimizer, total_steps, power
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.optimizer, self.total_steps, self.warmup_steps = optimizer, total_steps, warmup_steps
         self.base_lr, self.last_step = optimizer.lr, 0
+        self._apply()
+
+    def decay(self, progress: float) -> float:
+        raise NotImplementedError
 
     def step(self) -> None:
         self.last_step += 1
@@ -146,7 +158,8 @@ class PolyLR:
 
     def _apply(self) -> None:
         progress = min(self.last_step, self.total_steps) / self.total_steps
-        self.optimizer.lr = self.base_lr * (1 - progress) ** self.power
+        warm = min(1.0, (self.last_step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        self.optimizer.lr = self.base_lr * warm * self.decay(progress)
 
     def set_total_steps(self, total_steps: int) -> None:
         """Stretch (or shrink) the schedule, as a resumed run with more epochs needs: the
@@ -157,9 +170,63 @@ class PolyLR:
         self._apply()
 
     def state_dict(self) -> dict:
-        return {"base_lr": self.base_lr, "last_step": self.last_step,
-                "total_steps": self.total_steps, "power": self.power}
+        return {"kind": type(self).__name__, "base_lr": self.base_lr,
+                "last_step": self.last_step, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps}
 
     def load_state_dict(self, state: dict) -> None:
+        kind = state.get("kind", "PolyLR")
+        if kind != type(self).__name__:
+            raise ValueError(f"a {kind} state cannot load into a {type(self).__name__}")
         self.base_lr, self.last_step = float(state["base_lr"]), int(state["last_step"])
-        self.total_steps, self.power = int(state["total_steps"]), float(state["power"])
+        self.total_steps = int(state["total_steps"])
+        self.warmup_steps = int(state.get("warmup_steps", 0))
+
+
+class PolyLR(LRSchedule):
+    """lr = base_lr * (1 - step / total_steps) ** power (FCN's and DeepLab's "poly")."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, power: float = 0.9,
+                 warmup_steps: int = 0):
+        self.power = power
+        super().__init__(optimizer, total_steps, warmup_steps)
+
+    def decay(self, progress: float) -> float:
+        return (1 - progress) ** self.power
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "power": self.power}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.power = float(state["power"])
+
+
+class CosineLR(LRSchedule):
+    """lr = base_lr * (1 + cos(pi * step / total_steps)) / 2."""
+
+    def decay(self, progress: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class StepLR(LRSchedule):
+    """lr = base_lr * gamma ** (milestones passed), the milestones given as fractions of
+    training (default: x0.1 at half and at three quarters)."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, milestones=(0.5, 0.75),
+                 gamma: float = 0.1, warmup_steps: int = 0):
+        self.milestones, self.gamma = tuple(milestones), gamma
+        super().__init__(optimizer, total_steps, warmup_steps)
+
+    def decay(self, progress: float) -> float:
+        return self.gamma ** sum(progress >= m for m in self.milestones)
+
+
+class ConstantLR(LRSchedule):
+    """lr = base_lr throughout (after the warm-up)."""
+
+    def decay(self, progress: float) -> float:
+        return 1.0
+
+
+SCHEDULES = {"poly": PolyLR, "cosine": CosineLR, "step": StepLR, "constant": ConstantLR}

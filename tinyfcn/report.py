@@ -86,12 +86,16 @@ class RunFolder:
                       "seconds": f"{record['seconds']:.2f}",
                       **{k: f"{record[k]:.6g}" for k in LOG_FIELDS[7:]}})
 
-    def write_epoch(self, history, scores, hist, class_names, previews, epoch) -> None:
+    def write_history(self, history) -> None:
+        """metrics.json and the training curve."""
         _write_json(self.out / "metrics.json", history)
-        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
         steps = [{"epoch": int(r["epoch"]), "step": int(r["step"]), "loss": float(r["loss"])}
                  for r in self.rows() if r["kind"] == "train"]
         plots.training_curve(steps, history, self.out / "training-curve.png")
+
+    def write_epoch(self, history, scores, hist, class_names, previews, epoch) -> None:
+        self.write_history(history)
+        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
         plots.per_class_iou(scores, self.out / "per-class-iou.png")
         plots.confusion(hist, class_names, self.out / "confusion.png")
 

@@ -46,7 +46,7 @@ from tinyfcn.data.visualize import prediction_row
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
-from tinyfcn.optim import SGD, PolyLR
+from tinyfcn.optim import SGD, ConstantLR
 from tinyfcn.report import RunFolder, versions
 from tinyfcn.serialization import load, save
 
@@ -118,10 +118,14 @@ class Trainer:
 
     def __init__(self, model, optimizer, scheduler, train_set, val_set, augment, *,
                  batch_size: int = 4, seed: int = 0, out="runs/latest", clip_grad=None,
-                 class_weights=None, best_with_optimizer: bool = False,
-                 run: dict | None = None, log=print):
+                 class_weights=None, best_with_optimizer: bool = False, val_every: int = 1,
+                 workers: int = 0, run: dict | None = None, log=print):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if val_every < 1 or workers < 0:
+            raise ValueError(f"val_every must be >= 1 and workers >= 0, got {val_every}, "
+                             f"{workers}")
+        self.val_every, self.workers = val_every, workers
         if clip_grad is not None and not clip_grad > 0:
             raise ValueError(f"clip_grad must be a positive norm, got {clip_grad}")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
@@ -221,7 +225,9 @@ class Trainer:
                 for epoch in range(self.epoch + 1, epochs + 1):
                     started = time.time()
                     finished = self.train_one_epoch(epoch, deadline)
-                    self._end_epoch(epoch, finished, time.time() - started)
+                    last = not finished or epoch == epochs or time.time() > deadline
+                    self._end_epoch(epoch, finished, time.time() - started,
+                                    validate=last or epoch % self.val_every == 0)
                     if not finished or time.time() > deadline:
                         self.log(f"Time budget of {time_budget:.0f} s reached in epoch {epoch}.")
                         break
@@ -241,7 +247,8 @@ class Trainer:
         False if the deadline stopped it (the position is kept for a resume)."""
         skip = self.step_in_epoch
         batches = epoch_batches(self.train_set, np.arange(len(self.train_set)),
-                                self.batch_size, self.augment, self.seed, epoch, skip=skip)
+                                self.batch_size, self.augment, self.seed, epoch, skip=skip,
+                                workers=self.workers)
         with tqdm(batches, total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
                   unit="batch", leave=False, dynamic_ncols=True) as bar:
             for step, (images, labels) in enumerate(bar, start=skip + 1):
@@ -277,10 +284,14 @@ class Trainer:
             self.step_in_epoch = step
         return value
 
-    def _end_epoch(self, epoch: int, finished: bool, seconds: float) -> None:
-        """Validate, record, print and save; a partial epoch is recorded (and replaced once
-        a resumed run finishes it) but the position stays inside it."""
-        result, previews = self.evaluate()
+    def _end_epoch(self, epoch: int, finished: bool, seconds: float, validate=True) -> None:
+        """Validate (unless told not to), record, print and save; a partial epoch is recorded
+        (and replaced once a resumed run finishes it) but the position stays inside it."""
+        if validate:
+            result, previews = self.evaluate()
+        else:  # recorded with the training loss alone
+            result = {k: float("nan") for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+            result["per_class_iou"] = {name: float("nan") for name in self.class_names}
         record = {"epoch": epoch, "train_loss": float(np.mean(self.epoch_losses))
                   if self.epoch_losses else float("nan"), **result, "seconds": seconds}
         if not finished:
@@ -293,8 +304,13 @@ class Trainer:
                 self.epoch, self.step_in_epoch, self.epoch_losses = epoch, 0, []
             if is_best:
                 self.best_miou = result["mean_iou"]
-        print_table(record, self.log)
         self.save(self.out / "checkpoint-last.npz")
+        if not validate:
+            self.log(f"epoch {epoch:>3}  train loss {record['train_loss']:.4f}  "
+                     f"({seconds:.0f} s; validated every {self.val_every} epochs)")
+            self.folder.write_history(self.history)
+            return
+        print_table(record, self.log)
         if is_best:
             self.save(self.out / "checkpoint-best.npz", self.best_with_optimizer)
         self.folder.log_validation(record)
@@ -391,4 +407,4 @@ def reference_optimizer(model, model_name: str, pixels_per_batch: int, total_ste
     lr = lr or reference_lr(model_name, getattr(model, "at_once", False), pixels_per_batch)
     opt = SGD(reference_param_groups(model, learn_upsampling), lr, momentum=0.99,
               weight_decay=5e-4)
-    return opt, PolyLR(opt, total_steps, power=0), lr  # power 0: a fixed rate
+    return opt, ConstantLR(opt, total_steps), lr

@@ -4,6 +4,9 @@ batch resumes on exactly the data it would have seen."""
 
 from __future__ import annotations
 
+import collections
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 
@@ -38,20 +41,33 @@ def subset_ids(num_items: int, subset, seed: int) -> np.ndarray:
 
 
 def epoch_batches(dataset, indices, batch_size: int, augment, seed: int, epoch: int,
-                  skip: int = 0):
+                  skip: int = 0, workers: int = 0):
     """Yield (images uint8 (B, h, w, 3), labels uint8 (B, h, w)) for one shuffled epoch,
-    starting at batch `skip`; the last incomplete batch is dropped."""
+    starting at batch `skip`; the last incomplete batch is dropped. With `workers`, that
+    many threads read and augment the next batches ahead (each batch has its own seeded
+    generator, so the batches are the same either way)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.random.default_rng([seed, epoch]).permutation(indices)
-    for b in range(skip, batches_per_epoch(len(order), batch_size)):
+
+    def make(b):
         rng = np.random.default_rng([seed, epoch, b])
-        images, labels = [], []
-        for i in order[b * batch_size:(b + 1) * batch_size]:
-            image, label = augment(*dataset[int(i)], rng)
-            images.append(image)
-            labels.append(label)
-        yield np.stack(images), np.stack(labels)
+        samples = [augment(*dataset[int(i)], rng)
+                   for i in order[b * batch_size:(b + 1) * batch_size]]
+        return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+
+    wanted = range(skip, batches_per_epoch(len(order), batch_size))
+    if not workers:
+        yield from map(make, wanted)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque(pool.submit(make, b) for b in wanted[:workers])
+        for b in wanted[workers:]:
+            batch = pending.popleft().result()
+            pending.append(pool.submit(make, b))
+            yield batch
+        while pending:
+            yield pending.popleft().result()
 
 
 def batches_per_epoch(num_items: int, batch_size: int) -> int:
