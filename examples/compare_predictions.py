@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     except (DataError, FileNotFoundError, ValueError, IndexError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_image(args.out, panel(rows, height=112))
+    write_image(args.out, panel(rows, height=112, titles=["image", "ground truth", *(
+        n.config["model"] for n in nets)]))
     names = ", ".join(n.config["model"] for n in nets)
     print(f"Wrote {args.out}: image | ground truth | {names}")
     return 0

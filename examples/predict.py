@@ -20,7 +20,7 @@ import numpy as np
 import tinyfcn
 from tinyfcn import models
 from tinyfcn.data import DataError, read_image, write_image, write_label
-from tinyfcn.data.visualize import overlay
+from tinyfcn.data.visualize import class_legend, overlay, panel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -31,7 +31,16 @@ def parse_args(argv=None):
     p.add_argument("checkpoint", type=Path, help="a checkpoint written by train_voc_subset.py")
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder")
-    return p.parse_args(argv)
+    p.add_argument("--opacity", type=float, default=0.5,
+                   help="how strongly the class colours cover the image in the overlays")
+    p.add_argument("--legend", action="store_true",
+                   help="add a legend of the classes found under each overlay")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="write the label PNGs only")
+    args = p.parse_args(argv)
+    if not 0 <= args.opacity <= 1:
+        p.error("--opacity must lie in [0, 1]")
+    return args
 
 
 def image_files(inputs):
@@ -99,14 +108,20 @@ def main(argv=None) -> int:
         for (path, _), name in zip(files, names):
             image = read_image(path)
             pred = model.predict(image)
+            class_list = class_names or [str(c) for c in range(model.num_classes)]
             write_label(args.out / f"{name}.png", pred, colours)
-            write_image(args.out / f"{name}-overlay.png", overlay(image, pred, colours=colours))
-            present = [class_names[c] if class_names else str(c) for c in np.unique(pred)]
-            print(f"{path}: {', '.join(present)}")
+            if not args.no_overlay:
+                picture = overlay(image, pred, args.opacity, colours)
+                if args.legend:
+                    picture = panel([[picture]], height=picture.shape[0], gap=0,
+                                    legend=class_legend([pred], class_list, colours))
+                write_image(args.out / f"{name}-overlay.png", picture)
+            print(f"{path}: {', '.join(class_list[c] for c in np.unique(pred))}")
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Wrote {len(files)} masks and overlays to {args.out}/")
+    print(f"Wrote {len(files)} masks{'' if args.no_overlay else ' and overlays'} to "
+          f"{args.out}/")
     return 0
 
 

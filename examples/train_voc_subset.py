@@ -313,11 +313,11 @@ def main(argv=None) -> int:
                   f"{args.epochs}: give a larger --epochs to train on")
             return 0
         if args.eval_only:
-            result, previews = trainer.evaluate()
+            result, picture = trainer.evaluate()
             print_table({"epoch": trainer.epoch, "train_loss": float("nan"), **result,
                          "seconds": 0.0})
             trainer.folder.write_evaluation(result, trainer.confusion, trainer.class_names,
-                                            previews)
+                                            picture)
             print(f"Wrote eval.json, confusion.csv and plots to {args.out}/")
             return 0
         history = trainer.fit(args.epochs, args.time_budget or None)

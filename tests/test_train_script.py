@@ -137,7 +137,7 @@ def test_predict_writes_palette_masks_and_overlays(voc, tmp_path, capsys):
     assert compare.main([ckpt, ckpt, "--voc-root", str(voc), "--images", "0", "1",
                          "--out", str(picture)]) == 0
     # two rows of image | ground truth | two predictions, 40x48 images shown 112 high
-    assert tinyfcn.data.read_image(picture).shape[0] == 2 * 112 + 4
+    assert tinyfcn.data.read_image(picture).shape[0] == 20 + 2 * 112 + 4  # titles, 2 rows
 
 
 def test_skip_bad_warns_once_per_file_and_counts(tmp_path, capsys):

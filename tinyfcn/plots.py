@@ -98,3 +98,26 @@ def confusion(hist: np.ndarray, class_names, path) -> None:
            title="confusion matrix (each row sums to 1)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     _save(fig, path)
+
+
+def compare_runs(runs: dict, path) -> None:
+    """Several runs side by side: {name: (steps, history)} as for `training_curve`; the
+    moving average of each run's loss, and its validation mIoU per epoch."""
+    fig = _figure(11, 4)
+    left, right = fig.subplots(1, 2)
+    for name, (steps, history) in runs.items():
+        if steps:
+            steps_per_epoch = max(r["step"] for r in steps)
+            x = [r["epoch"] - 1 + r["step"] / steps_per_epoch for r in steps]
+            loss = [r["loss"] for r in steps]
+            left.plot(x, moving_average(loss, max(1, len(loss) // 20)), label=name)
+        scored = [r for r in history if not math.isnan(r["mean_iou"])]
+        right.plot([r["epoch"] for r in scored], [r["mean_iou"] for r in scored], "o-",
+                   label=name)
+    left.set_yscale("log")
+    left.set(xlabel="epoch", ylabel="training loss (moving average)", title="training loss")
+    right.set(xlabel="epoch", ylabel="mean IoU", ylim=(0, 1), title="validation mean IoU")
+    right.grid(alpha=0.3)
+    for ax in (left, right):
+        ax.legend()
+    _save(fig, path)

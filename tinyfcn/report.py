@@ -22,7 +22,6 @@ import numpy as np
 
 from tinyfcn import plots
 from tinyfcn.data.palette import write_image
-from tinyfcn.data.visualize import panel
 from tinyfcn.fileio import atomic_write
 
 LOG_FIELDS = ["kind", "epoch", "step", "loss", "lr", "seconds", "images_per_s",
@@ -72,6 +71,11 @@ class RunFolder:
         with open(self.log_path, newline="") as f:
             return [row for row in csv.DictReader(f) if row.get("kind") in ("train", "val")]
 
+    def steps(self) -> list:
+        """The training rows of log.csv as {"epoch", "step", "loss"} (for the curves)."""
+        return [{"epoch": int(r["epoch"]), "step": int(r["step"]), "loss": float(r["loss"])}
+                for r in self.rows() if r["kind"] == "train"]
+
     def _append(self, row: dict) -> None:
         with open(self.log_path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow(row)
@@ -89,17 +93,15 @@ class RunFolder:
     def write_history(self, history) -> None:
         """metrics.json and the training curve."""
         _write_json(self.out / "metrics.json", history)
-        steps = [{"epoch": int(r["epoch"]), "step": int(r["step"]), "loss": float(r["loss"])}
-                 for r in self.rows() if r["kind"] == "train"]
-        plots.training_curve(steps, history, self.out / "training-curve.png")
+        plots.training_curve(self.steps(), history, self.out / "training-curve.png")
 
-    def write_epoch(self, history, scores, hist, class_names, previews, epoch) -> None:
+    def write_epoch(self, history, scores, hist, class_names, picture, epoch) -> None:
         self.write_history(history)
-        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", panel(previews))
+        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", picture)
         plots.per_class_iou(scores, self.out / "per-class-iou.png")
         plots.confusion(hist, class_names, self.out / "confusion.png")
 
-    def write_evaluation(self, scores, hist, class_names, previews) -> None:
+    def write_evaluation(self, scores, hist, class_names, picture) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         per_class_acc = np.diag(hist) / np.maximum(hist.sum(axis=1), 1)
         _write_json(self.out / "eval.json", {
@@ -111,6 +113,6 @@ class RunFolder:
         writer.writerows([name, *row] for name, row in zip(class_names, hist.tolist()))
         text = buffer.getvalue().encode()
         atomic_write(self.out / "confusion.csv", lambda f: f.write(text))
-        write_image(self.out / "predictions" / "eval.png", panel(previews))
+        write_image(self.out / "predictions" / "eval.png", picture)
         plots.per_class_iou(scores, self.out / "per-class-iou.png")
         plots.confusion(hist, class_names, self.out / "confusion.png")

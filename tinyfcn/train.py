@@ -42,7 +42,7 @@ from tinyfcn import functional as F
 from tinyfcn import random
 from tinyfcn._runtime import configure_runtime
 from tinyfcn.data.loader import batches_per_epoch, epoch_batches
-from tinyfcn.data.visualize import prediction_row
+from tinyfcn.data.visualize import class_legend, panel, prediction_row
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
@@ -288,7 +288,7 @@ class Trainer:
         """Validate (unless told not to), record, print and save; a partial epoch is recorded
         (and replaced once a resumed run finishes it) but the position stays inside it."""
         if validate:
-            result, previews = self.evaluate()
+            result, picture = self.evaluate()
         else:  # recorded with the training loss alone
             result = {k: float("nan") for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
             result["per_class_iou"] = {name: float("nan") for name in self.class_names}
@@ -315,25 +315,28 @@ class Trainer:
             self.save(self.out / "checkpoint-best.npz", self.best_with_optimizer)
         self.folder.log_validation(record)
         self.folder.write_epoch(self.history, result, self.confusion, self.class_names,
-                                previews, epoch)
+                                picture, epoch)
 
     # --------------------------------------------------------------- evaluation
-    def evaluate(self, data=None) -> tuple[dict, list]:
-        """Scores over the whole images of `data` (default: the validation set), and
-        image | ground truth | prediction rows of the first few."""
+    def evaluate(self, data=None) -> tuple[dict, np.ndarray]:
+        """Scores over the whole images of `data` (default: the validation set), and a
+        picture of the first few: image | ground truth | prediction, with a legend."""
         data = self.val_set if data is None else data
         n = len(self.class_names)
         hist = np.zeros((n, n), np.int64)
-        previews = []
+        rows, shown = [], []
         for i in tqdm(range(len(data)), desc="validation", unit="image", leave=False,
                       dynamic_ncols=True):
             image, label = data[i]
             pred = self.model.predict(image)
             hist += confusion_matrix(label, pred, n)
-            if len(previews) < PREVIEW_IMAGES:
-                previews.append(prediction_row(image, label, pred, self.colours))
+            if len(rows) < PREVIEW_IMAGES:
+                rows.append(prediction_row(image, label, pred, self.colours))
+                shown += [label, pred]
         self.confusion = hist
-        return scores(hist, self.class_names), previews
+        picture = panel(rows, titles=["image", "ground truth", "prediction"],
+                        legend=class_legend(shown, self.class_names, self.colours))
+        return scores(hist, self.class_names), picture
 
 
 def print_table(record: dict, log=print) -> None:
