@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,9 +34,10 @@ def main(argv=None) -> int:
             return 2
         runs[folder.name] = (RunFolder(folder).steps(), history)
     plots.compare_runs(runs, args.out)
-    print(f"Wrote {args.out}: " + ", ".join(
-        f"{name} (best mIoU {max((r['mean_iou'] for r in h), default=float('nan')):.3f})"
-        for name, (_, h) in runs.items()))
+    best = {name: max((r["mean_iou"] for r in history if not math.isnan(r["mean_iou"])),
+                      default=float("nan")) for name, (_, history) in runs.items()}
+    print(f"Wrote {args.out}: " + ", ".join(f"{name} (best mIoU {v:.3f})"
+                                            for name, v in best.items()))
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from tinyfcn.data.check import without_bad_files
 from tinyfcn.data.loader import Subset, subset_ids
 from tinyfcn.data.stats import class_pixel_counts, median_frequency_weights
 from tinyfcn.data.transforms import TrainAugment, resize
+from tinyfcn.distributed import World
 from tinyfcn.train import (
     Diverged,
     Interrupted,
@@ -251,9 +253,21 @@ def make_optimizer(args, model, steps):
     return opt, optim.SCHEDULES[args.lr_schedule](opt, steps, warmup_steps=args.warmup)
 
 
-def build_trainer(args) -> Trainer:
+def one_thread_per_rank():
+    """Under mpiexec each rank computes on one core: BLAS on one thread too."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
+
+
+def build_trainer(args, world) -> Trainer:
     if args.voc_root is None:
         print("Preparing the built-in data set ...", flush=True)
+        if world.is_root:
+            synthetic.ensure(args.data_dir)
+        world.sum_(np.zeros(1), "preparing the data set")  # the others wait for rank 0
         root = synthetic.ensure(args.data_dir)
     else:
         root = args.voc_root
@@ -283,7 +297,12 @@ def build_trainer(args) -> Trainer:
                       seed=args.seed, out=args.out, clip_grad=args.clip_grad,
                       class_weights=class_weights(args, train),
                       best_with_optimizer=args.best_with_optimizer, val_every=args.val_every,
-                      workers=args.workers, run=vars(args))
+                      workers=args.workers, world=world, run=vars(args))
+    if not args.resume and args.epochs * trainer.steps_per_epoch < 200:
+        print(f"note: {len(train)} training images give only "
+              f"{args.epochs * trainer.steps_per_epoch} steps: a small set learns with more "
+              f"steps and a gentle start, e.g. --epochs 60 --warmup 30 -b 2 (12 built-in "
+              f"images: mIoU 0.044 with the defaults, 0.116 so)")
     if args.resume and not args.eval_only:
         trainer.resume(args.resume)
         print(f"Resuming {args.resume} at epoch {trainer.epoch + 1}, "
@@ -304,10 +323,19 @@ def main(argv=None) -> int:
     tinyfcn.configure_runtime()
     started = time.time()
     try:
+        world = World.from_environment()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if world.size > 1:
+        one_thread_per_rank()
+        if not world.is_root:  # rank 0 alone prints and writes
+            sys.stdout = open(os.devnull, "w")
+    try:
         if args.resume:
             args = continue_run(args, given, tinyfcn.load(args.resume).get("run", {}))
         check_args(args)
-        trainer = build_trainer(args)
+        trainer = build_trainer(args, world)
         if trainer.epoch >= args.epochs and not args.eval_only:
             print(f"{args.resume} has already trained {trainer.epoch} of --epochs "
                   f"{args.epochs}: give a larger --epochs to train on")
@@ -328,10 +356,11 @@ def main(argv=None) -> int:
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    best = max(history, key=lambda r: r["mean_iou"], default=None)
+    best = max((r for r in history if r["mean_iou"] == r["mean_iou"]),  # validated ones
+               key=lambda r: r["mean_iou"], default=None)
     if best:
         print(f"\nDone in {(time.time() - started) / 60:.1f} min. Best val mIoU "
               f"{best['mean_iou']:.3f} (epoch {best['epoch']}); outputs in {args.out}/")

@@ -42,13 +42,17 @@ def _write_json(path: Path, obj) -> None:
 
 
 class RunFolder:
-    def __init__(self, out):
-        self.out = Path(out)
+    """Writes nothing unless `enabled` (in data-parallel training, rank 0 alone writes)."""
+
+    def __init__(self, out, enabled: bool = True):
+        self.out, self.enabled = Path(out), enabled
         self.log_path = self.out / "log.csv"
 
     def start(self, config: dict, epoch: int, step_in_epoch: int) -> None:
         """Write config.json; keep only the log rows up to the run's position (a fresh run
         starts an empty log, a resumed one drops rows a crash left past its checkpoint)."""
+        if not self.enabled:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(self.out / "config.json", {**config, "versions": versions()})
         def done(row) -> bool:  # logged before the position the run continues from
@@ -77,6 +81,8 @@ class RunFolder:
                 for r in self.rows() if r["kind"] == "train"]
 
     def _append(self, row: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.log_path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow(row)
 
@@ -92,16 +98,22 @@ class RunFolder:
 
     def write_history(self, history) -> None:
         """metrics.json and the training curve."""
+        if not self.enabled:
+            return
         _write_json(self.out / "metrics.json", history)
         plots.training_curve(self.steps(), history, self.out / "training-curve.png")
 
     def write_epoch(self, history, scores, hist, class_names, picture, epoch) -> None:
+        if not self.enabled:
+            return
         self.write_history(history)
         write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", picture)
         plots.per_class_iou(scores, self.out / "per-class-iou.png")
         plots.confusion(hist, class_names, self.out / "confusion.png")
 
     def write_evaluation(self, scores, hist, class_names, picture) -> None:
+        if not self.enabled:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         per_class_acc = np.diag(hist) / np.maximum(hist.sum(axis=1), 1)
         _write_json(self.out / "eval.json", {

@@ -43,6 +43,7 @@ from tinyfcn import random
 from tinyfcn._runtime import configure_runtime
 from tinyfcn.data.loader import batches_per_epoch, epoch_batches
 from tinyfcn.data.visualize import class_legend, panel, prediction_row
+from tinyfcn.distributed import World, flat_gradients, set_flat_gradients
 from tinyfcn.metrics import confusion_matrix, scores
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.nn.utils import clip_grad_norm_, grad_norm
@@ -109,6 +110,22 @@ def _signals_deferred():
         raise _Signal(pending[0])
 
 
+@contextlib.contextmanager
+def _signals_recorded(received: list):
+    """SIGINT and SIGTERM are appended to `received` (data-parallel training: the ranks
+    agree at the next step and stop together)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class Trainer:
     """Train `model` on `train_set` with `optimizer` and `scheduler` (stepped once per batch),
     validating on `val_set` after every epoch. Data sets are indexable collections of
@@ -119,9 +136,12 @@ class Trainer:
     def __init__(self, model, optimizer, scheduler, train_set, val_set, augment, *,
                  batch_size: int = 4, seed: int = 0, out="runs/latest", clip_grad=None,
                  class_weights=None, best_with_optimizer: bool = False, val_every: int = 1,
-                 workers: int = 0, run: dict | None = None, log=print):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+                 workers: int = 0, world: World | None = None, run: dict | None = None,
+                 log=print):
+        self.world = world or World()
+        if batch_size < 1 or batch_size % self.world.size:
+            raise ValueError(f"batch_size must be a positive multiple of the {self.world.size} "
+                             f"ranks, got {batch_size}")
         if val_every < 1 or workers < 0:
             raise ValueError(f"val_every must be >= 1 and workers >= 0, got {val_every}, "
                              f"{workers}")
@@ -131,8 +151,11 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_set, self.val_set, self.augment = train_set, val_set, augment
         self.batch_size, self.seed, self.clip_grad = batch_size, seed, clip_grad
-        self.out, self.log = Path(out), log
-        self.folder, self.best_with_optimizer = RunFolder(out), best_with_optimizer
+        self.out = Path(out)
+        self.log = log if self.world.is_root else (lambda text: None)
+        self.folder = RunFolder(out, enabled=self.world.is_root)
+        self.best_with_optimizer = best_with_optimizer
+        self._signals: list = []  # signals received, data-parallel runs act on them together
         self.confusion = None  # of the latest evaluation
         self.run = {k: str(v) if isinstance(v, Path) else v for k, v in (run or {}).items()}
         self.class_names = list(train_set.class_names)
@@ -199,7 +222,8 @@ class Trainer:
         self.load_state_dict(load(path), path)
 
     def save(self, path, with_optimizer: bool = True) -> None:
-        save(self.state_dict(with_optimizer), path)
+        if self.world.is_root:  # one writer in data-parallel training
+            save(self.state_dict(with_optimizer), path)
 
     # ----------------------------------------------------------------- training
     def fit(self, epochs: int, time_budget: float | None = None) -> list:
@@ -211,6 +235,10 @@ class Trainer:
         Training is one of tinyfcn's entry points: it applies `configure_runtime()`
         (a no-op with TINYFCN_DEFAULT_RUNTIME=1; see the README's "Speed settings")."""
         configure_runtime()
+        self.world.check_same("the run (model, classes, data, batch, seed, position)", {
+            "model": self.model.config, "classes": self.class_names, "seed": self.seed,
+            "batch": self.batch_size, "data": [len(self.train_set), len(self.val_set)],
+            "position": [self.epoch, self.step_in_epoch]})
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one "
                              f"batch of {self.batch_size}")
@@ -220,15 +248,17 @@ class Trainer:
                            is None else self.class_weights.tolist()},
                           self.epoch, self.step_in_epoch)
         deadline = time.time() + time_budget if time_budget else math.inf
+        signals = _signals_raise() if self.world.size == 1 else _signals_recorded(self._signals)
         try:
-            with _signals_raise():
+            with signals:
                 for epoch in range(self.epoch + 1, epochs + 1):
                     started = time.time()
                     finished = self.train_one_epoch(epoch, deadline)
-                    last = not finished or epoch == epochs or time.time() > deadline
+                    late = self._deadline_passed(deadline)
+                    last = not finished or epoch == epochs or late
                     self._end_epoch(epoch, finished, time.time() - started,
                                     validate=last or epoch % self.val_every == 0)
-                    if not finished or time.time() > deadline:
+                    if not finished or late:
                         self.log(f"Time budget of {time_budget:.0f} s reached in epoch {epoch}.")
                         break
         except (KeyboardInterrupt, _Signal) as e:
@@ -248,28 +278,37 @@ class Trainer:
         skip = self.step_in_epoch
         batches = epoch_batches(self.train_set, np.arange(len(self.train_set)),
                                 self.batch_size, self.augment, self.seed, epoch, skip=skip,
-                                workers=self.workers)
+                                workers=self.workers, part=(self.world.rank, self.world.size))
         with tqdm(batches, total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
-                  unit="batch", leave=False, dynamic_ncols=True) as bar:
+                  unit="batch", leave=False, dynamic_ncols=True,
+                  disable=not self.world.is_root) as bar:
             for step, (images, labels) in enumerate(bar, start=skip + 1):
                 started, lr = time.time(), self.optimizer.lr
                 loss = self.train_step(images, labels, epoch, step, bar)
                 seconds = time.time() - started
                 self.folder.log_step(epoch, step, loss, lr, seconds, len(images))
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{len(images) / seconds:.1f}")
-                if time.time() > deadline and step < self.steps_per_epoch:
+                if step < self.steps_per_epoch and self._deadline_passed(deadline):
                     return False
         return True
+
+    def _deadline_passed(self, deadline: float) -> bool:
+        """Rank 0's clock decides for every rank (they must stop at the same step)."""
+        late = np.array([float(self.world.is_root and time.time() > deadline)])
+        return bool(self.world.sum_(late, "the time budget")[0])
 
     def train_step(self, images, labels, epoch: int, step: int, bar=None) -> float:
         model, opt = self.model, self.optimizer
         opt.zero_grad()
-        loss = F.cross_entropy(model(model.preprocess(images)), labels,
-                               weight=self.class_weights)
-        loss.backward()
+        if self.world.size == 1:
+            loss = F.cross_entropy(model(model.preprocess(images)), labels,
+                                   weight=self.class_weights)
+            loss.backward()
+            value = float(loss.data)
+        else:
+            value = self._data_parallel_backward(images, labels)
         norm = (clip_grad_norm_(model.parameters(), self.clip_grad) if self.clip_grad
                 else grad_norm(model.parameters()))
-        value = float(loss.data)
         problem = (f"loss is {value}" if not math.isfinite(value) else
                    "gradients are not finite" if not math.isfinite(norm) else None)
         if problem:
@@ -277,12 +316,35 @@ class Trainer:
                 bar.close()
             raise Diverged(f"{problem} at epoch {epoch}, step {step}; the last good "
                            f"checkpoint is kept in {self.out}")
-        with _signals_deferred():  # the update and its bookkeeping: all or nothing
+        # the update and its bookkeeping: all or nothing (data-parallel runs only record
+        # signals and act on them together at the next step)
+        with _signals_deferred() if self.world.size == 1 else contextlib.nullcontext():
             opt.step()
             self.scheduler.step()
             self.epoch_losses.append(value)
             self.step_in_epoch = step
         return value
+
+    def _data_parallel_backward(self, images, labels) -> float:
+        """This rank's share of the global batch: the loss is normalised by the global
+        weight of the valid pixels (not a mean of means), so the summed gradients are the
+        single-process gradient. Returns the global mean loss. A signal on any rank stops
+        every rank here, before the step."""
+        valid = labels != 255
+        weight = (self.class_weights[labels[valid]].sum() if self.class_weights is not None
+                  else valid.sum())
+        shared = self.world.sum_(np.array([weight, float(bool(self._signals))]),
+                                 "the step's pixel count")
+        if shared[1]:
+            raise _Signal(self._signals[0] if self._signals else signal.SIGINT)
+        logits = self.model(self.model.preprocess(images))
+        loss_sum = F.cross_entropy(logits, labels, weight=self.class_weights, reduction="sum")
+        (loss_sum * logits.dtype.type(1 / max(shared[0], 1e-30))).backward()
+        params = self.optimizer.params
+        flat = np.append(flat_gradients(params), np.float32(loss_sum.data))
+        self.world.sum_(flat, "the gradients")
+        set_flat_gradients(params, flat[:-1])
+        return float(flat[-1]) / max(shared[0], 1e-30)
 
     def _end_epoch(self, epoch: int, finished: bool, seconds: float, validate=True) -> None:
         """Validate (unless told not to), record, print and save; a partial epoch is recorded
@@ -325,15 +387,16 @@ class Trainer:
         n = len(self.class_names)
         hist = np.zeros((n, n), np.int64)
         rows, shown = [], []
-        for i in tqdm(range(len(data)), desc="validation", unit="image", leave=False,
-                      dynamic_ncols=True):
+        for i in tqdm(range(self.world.rank, len(data), self.world.size), desc="validation",
+                      unit="image", leave=False, dynamic_ncols=True,
+                      disable=not self.world.is_root):
             image, label = data[i]
             pred = self.model.predict(image)
             hist += confusion_matrix(label, pred, n)
             if len(rows) < PREVIEW_IMAGES:
                 rows.append(prediction_row(image, label, pred, self.colours))
                 shown += [label, pred]
-        self.confusion = hist
+        self.confusion = hist = self.world.sum_(hist, "validation")
         picture = panel(rows, titles=["image", "ground truth", "prediction"],
                         legend=class_legend(shown, self.class_names, self.colours))
         return scores(hist, self.class_names), picture

@@ -1,6 +1,7 @@
 """Seeded batching: the order of epoch e comes from a generator seeded by (seed, e) and the
-augmentation of its batch b from one seeded by (seed, e, b), so a run interrupted at any
-batch resumes on exactly the data it would have seen."""
+augmentation of item j of its batch b from one seeded by (seed, e, b, j), so a run
+interrupted at any batch resumes on exactly the data it would have seen, and ranks that
+share a batch each make their items alone."""
 
 from __future__ import annotations
 
@@ -41,19 +42,22 @@ def subset_ids(num_items: int, subset, seed: int) -> np.ndarray:
 
 
 def epoch_batches(dataset, indices, batch_size: int, augment, seed: int, epoch: int,
-                  skip: int = 0, workers: int = 0):
+                  skip: int = 0, workers: int = 0, part=(0, 1)):
     """Yield (images uint8 (B, h, w, 3), labels uint8 (B, h, w)) for one shuffled epoch,
     starting at batch `skip`; the last incomplete batch is dropped. With `workers`, that
-    many threads read and augment the next batches ahead (each batch has its own seeded
-    generator, so the batches are the same either way)."""
+    many threads read and augment the next batches ahead. `part` = (rank, ranks) yields
+    only that rank's share of each batch (items rank, rank + ranks, ...). Every item has
+    its own generator seeded by (seed, epoch, batch, item), so the batches are the same
+    with or without workers, for any split between ranks, and after a resume."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rank, ranks = part
     order = np.random.default_rng([seed, epoch]).permutation(indices)
 
     def make(b):
-        rng = np.random.default_rng([seed, epoch, b])
-        samples = [augment(*dataset[int(i)], rng)
-                   for i in order[b * batch_size:(b + 1) * batch_size]]
+        samples = [augment(*dataset[int(order[b * batch_size + j])],
+                           np.random.default_rng([seed, epoch, b, j]))
+                   for j in range(rank, batch_size, ranks)]
         return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
 
     wanted = range(skip, batches_per_epoch(len(order), batch_size))
