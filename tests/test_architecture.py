@@ -308,3 +308,19 @@ def test_a_second_ctrl_c_during_the_interrupt_save_still_ends_with_the_checkpoin
         trainer.fit(1)
     assert calls["n"] == 1 and info.value.checkpoint.is_file()
     assert tinyfcn.load(info.value.checkpoint)["position"]["step_in_epoch"] == 0
+
+
+def test_to_dot_draws_every_op_and_tensor_of_the_graph_once():
+    from tinyfcn.utils import to_dot
+    x = Tensor(np.ones((1, 1, 4, 4), np.float32), requires_grad=True)
+    w = Tensor(np.ones((2, 1, 3, 3), np.float32), requires_grad=True)
+    h = F.conv2d(x, w)
+    y = (h * h + h).sum()  # h is used twice: its node must appear once
+    dot = to_dot(y)
+    assert dot.startswith("digraph autograd {") and dot.endswith("}")
+    ops = [line.split('label="')[1].split('"')[0] for line in dot.splitlines()
+           if "shape=ellipse" in line]
+    assert sorted(ops) == ["Add", "Conv2d", "Mul", "Sum"]
+    assert dot.count("fillcolor=lightblue") == 2  # the two leaves that require grad
+    assert dot.count("(1, 2, 2, 2) float32") == 3  # h, h * h, h * h + h
+    assert "output\\n() float32" in dot
