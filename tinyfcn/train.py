@@ -74,15 +74,12 @@ class _Signal(Exception):
 
 
 @contextlib.contextmanager
-def _signals_raise():
-    """SIGINT and SIGTERM raise `_Signal` inside this block (main thread only)."""
+def _handling_signals(handler):
+    """SIGINT and SIGTERM go to `handler` inside this block (in the main thread only: no
+    other thread may install handlers, and there the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise _Signal(signum)
-
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -91,39 +88,28 @@ def _signals_raise():
             signal.signal(s, h)
 
 
+def _signals_raise():
+    """SIGINT and SIGTERM raise `_Signal` inside this block."""
+    def handler(signum, frame):
+        raise _Signal(signum)
+    return _handling_signals(handler)
+
+
+def _signals_recorded(received: list):
+    """SIGINT and SIGTERM are appended to `received` (data-parallel training: the ranks
+    agree at the next step and stop together)."""
+    return _handling_signals(lambda signum, frame: received.append(signum))
+
+
 @contextlib.contextmanager
 def _signals_deferred():
     """A signal that arrives inside this block is raised when it ends, so the block (an
     optimizer step with its bookkeeping) is never left half done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     pending = []
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _handling_signals(lambda signum, frame: pending.append(signum)):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
     if pending:
         raise _Signal(pending[0])
-
-
-@contextlib.contextmanager
-def _signals_recorded(received: list):
-    """SIGINT and SIGTERM are appended to `received` (data-parallel training: the ranks
-    agree at the next step and stop together)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 class Trainer:
