@@ -25,3 +25,13 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     errors = [o for cell in notebook.cells for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_are_committed_executed_so_they_read_without_running(path):
+    """examples/notebooks/execute.py saves them with outputs: every code cell ran, in order."""
+    notebook = nbformat.read(path, as_version=4)
+    counts = [cell.get("execution_count") for cell in notebook.cells
+              if cell.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name}: run `python examples/notebooks/execute.py {path.stem[:2]}` and commit")
