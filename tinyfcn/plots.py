@@ -121,3 +121,52 @@ def compare_runs(runs: dict, path) -> None:
     for ax in (left, right):
         ax.legend()
     _save(fig, path)
+
+
+def autograd_graph(tensor, path=None, ax=None):
+    """Draw the graph `tinyfcn.utils.to_dot` describes with matplotlib (for machines
+    without Graphviz): operations as ellipses, tensors as boxes, the output at the top and
+    each node one row below the deepest node that uses it. Saves to `path` or draws on
+    `ax`; returns the figure."""
+    from tinyfcn.tensor import Tensor
+    rows, order, edges = {id(tensor): 0}, [tensor], []
+    labels = {id(tensor): f"{tuple(tensor.shape)}"}
+    index = 0
+    while index < len(order):  # breadth first from the output
+        node = order[index]
+        index += 1
+        inputs = []
+        if isinstance(node, Tensor) and node.creator is not None and not node.creator.freed:
+            inputs = [node.creator]
+            labels[id(node.creator)] = type(node.creator).__name__
+        elif not isinstance(node, Tensor):
+            inputs = [x for x in node.inputs if isinstance(x, Tensor)]
+            for x in inputs:
+                labels[id(x)] = f"{tuple(x.shape)}" + (" leaf" if x.creator is None else "")
+        for child in inputs:
+            edges.append((id(child), id(node)))
+            depth = rows[id(node)] + 1
+            if id(child) not in rows:
+                order.append(child)
+            rows[id(child)] = max(rows.get(id(child), 0), depth)
+    by_row: dict = {}
+    for key, row in rows.items():
+        by_row.setdefault(row, []).append(key)
+    where = {key: ((i + 1) / (len(keys) + 1), -row)
+             for row, keys in by_row.items() for i, key in enumerate(keys)}
+    fig = ax.figure if ax is not None else _figure(8, 1.0 + 0.9 * len(by_row))
+    ax = ax if ax is not None else fig.subplots()
+    for child, parent in edges:
+        ax.annotate("", xy=where[parent], xytext=where[child],
+                    arrowprops={"arrowstyle": "->", "color": "grey"})
+    kinds = {id(n): isinstance(n, Tensor) for n in order}
+    for key, (x, y) in where.items():
+        tensor_node = kinds.get(key, True)
+        ax.text(x, y, labels[key], ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "square" if tensor_node else "round",
+                      "facecolor": "lightblue" if tensor_node else "lightyellow"})
+    ax.set(xlim=(0, 1), ylim=(-max(by_row) - 0.5, 0.5))
+    ax.axis("off")
+    if path is not None:
+        _save(fig, path)
+    return fig
