@@ -93,11 +93,14 @@ class World:
                            f"arguments and data")
 
 
-def flat_gradients(parameters) -> np.ndarray:
+def flat_gradients(parameters, extra=None) -> np.ndarray:
     """The gradients of the parameters that have one, in one float32 buffer (every rank
-    runs the same graph, so the same parameters have gradients on every rank)."""
-    return np.concatenate([p.grad.ravel() for p in parameters if p.grad is not None]
-                          ).astype(np.float32, copy=False)
+    runs the same graph, so the same parameters have gradients on every rank), followed by
+    `extra` if given: one copy, one all-reduce."""
+    parts = [p.grad.ravel() for p in parameters if p.grad is not None]
+    if extra is not None:
+        parts.append(np.array([extra], np.float32))
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def set_flat_gradients(parameters, flat: np.ndarray) -> None:

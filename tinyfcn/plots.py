@@ -24,6 +24,21 @@ def _save(fig, path) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def _log_scale(ax, values) -> None:
+    """A log-scale loss axis labelled in plain numbers (0.3, not 3 x 10^-1)."""
+    if len(values) and min(values) > 0:
+        from matplotlib.ticker import FuncFormatter
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+
+
+def _whole_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def moving_average(values, window: int) -> np.ndarray:
     """The mean of each value and the `window` - 1 before it (fewer at the start)."""
     values = np.asarray(values, np.float64)
@@ -45,12 +60,7 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
         left.plot(x, loss, color="tab:red", alpha=0.3, lw=0.8, label="loss per step")
         left.plot(x, moving_average(loss, max(1, len(loss) // 20)), color="tab:red",
                   label="moving average")
-        if min(loss) > 0:
-            from matplotlib.ticker import FuncFormatter
-            left.set_yscale("log")
-            plain = FuncFormatter(lambda value, _: f"{value:g}")
-            left.yaxis.set_major_formatter(plain)
-            left.yaxis.set_minor_formatter(plain)
+        _log_scale(left, loss)
         left.legend()
     left.set(xlabel="epoch", ylabel="training loss", title=f"training loss {label}".strip())
     epochs = [r["epoch"] for r in history]
@@ -58,8 +68,7 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
                               ("pixel_acc", "pixel accuracy", "tab:green")):
         right.plot(epochs, [r[key] for r in history], "o-", color=colour, label=name)
     right.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation")
-    from matplotlib.ticker import MaxNLocator
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _whole_epochs(right)
     right.grid(alpha=0.3)
     if history:
         right.legend()
@@ -105,21 +114,25 @@ def compare_runs(runs: dict, path) -> None:
     moving average of each run's loss, and its validation mIoU per epoch."""
     fig = _figure(11, 4)
     left, right = fig.subplots(1, 2)
+    all_losses = []
     for name, (steps, history) in runs.items():
         if steps:
             steps_per_epoch = max(r["step"] for r in steps)
             x = [r["epoch"] - 1 + r["step"] / steps_per_epoch for r in steps]
             loss = [r["loss"] for r in steps]
+            all_losses += loss
             left.plot(x, moving_average(loss, max(1, len(loss) // 20)), label=name)
         scored = [r for r in history if not math.isnan(r["mean_iou"])]
         right.plot([r["epoch"] for r in scored], [r["mean_iou"] for r in scored], "o-",
                    label=name)
-    left.set_yscale("log")
+    _log_scale(left, all_losses)
+    _whole_epochs(right)
     left.set(xlabel="epoch", ylabel="training loss (moving average)", title="training loss")
     right.set(xlabel="epoch", ylabel="mean IoU", ylim=(0, 1), title="validation mean IoU")
     right.grid(alpha=0.3)
     for ax in (left, right):
-        ax.legend()
+        if ax.get_lines():  # a run without log.csv (older runs) draws no loss line
+            ax.legend()
     _save(fig, path)
 
 

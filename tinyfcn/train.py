@@ -327,7 +327,7 @@ class Trainer:
         loss_sum = F.cross_entropy(logits, labels, weight=self.class_weights, reduction="sum")
         (loss_sum * logits.dtype.type(1 / max(shared[0], 1e-30))).backward()
         params = self.optimizer.params
-        flat = np.append(flat_gradients(params), np.float32(loss_sum.data))
+        flat = flat_gradients(params, extra=float(loss_sum.data))  # the loss rides along
         self.world.sum_(flat, "the gradients")
         set_flat_gradients(params, flat[:-1])
         return float(flat[-1]) / max(shared[0], 1e-30)
