@@ -9,6 +9,7 @@ Kernels trust their callers: `tinyfcn.functional` validates every shape and
 index before a kernel runs.
 """
 
+from .gemm import gemm_threads, matmul, set_gemm_threads
 from .im2col import col2im, im2col
 from .pooling import (
     max_pool2d,
@@ -24,7 +25,9 @@ from .pooling import (
 from .shapes import conv_out_size, conv_transpose_out_size, pool_out_size
 
 __all__ = [
-    "col2im", "conv_out_size", "conv_transpose_out_size", "im2col", "max_pool2d", "max_pool2d_2x2",
+    "col2im", "conv_out_size", "conv_transpose_out_size", "gemm_threads", "im2col", "matmul",
+    "max_pool2d", "max_pool2d_2x2",
     "max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward", "pool_out_size",
-    "unpool_nearest", "unpool_nearest_backward", "unpool_zeros", "unpool_zeros_backward",
+    "set_gemm_threads", "unpool_nearest", "unpool_nearest_backward", "unpool_zeros",
+    "unpool_zeros_backward",
 ]

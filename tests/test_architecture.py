@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -141,9 +142,12 @@ def test_importing_tinyfcn_leaves_the_process_alone():
         "tinyfcn.Tensor([1.0]); after = (numba.get_num_threads(), os.umask(0o022)); "
         "print(before == after, numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS)")
     assert out == "True True"
-    out = run_python("import numba, tinyfcn; tinyfcn.configure_runtime(); "
-                     "print(numba.get_num_threads())")
-    assert out == "1"
+    out = run_python("import numba, threadpoolctl, tinyfcn, tinyfcn.kernels as k; "
+                     "tinyfcn.configure_runtime(); "
+                     "blas = threadpoolctl.threadpool_info()[0]['num_threads']; "
+                     "print(numba.get_num_threads(), k.gemm_threads(), blas)")
+    cores = len(os.sched_getaffinity(0))
+    assert out == f"{min(cores, numba.config.NUMBA_NUM_THREADS)} {cores} 1"
 
 
 def test_atomic_write_gives_the_usual_mode_and_leaves_nothing_on_failure(tmp_path):
@@ -324,3 +328,10 @@ def test_to_dot_draws_every_op_and_tensor_of_the_graph_once():
     assert dot.count("fillcolor=lightblue") == 2  # the two leaves that require grad
     assert dot.count("(1, 2, 2, 2) float32") == 3  # h, h * h, h * h + h
     assert "output\\n() float32" in dot
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_trainer_progress_bars_can_be_switched_off(tmp_path, capsys, progress):
+    make_trainer(tmp_path / "run", progress=progress).fit(1)
+    bars = capsys.readouterr().err
+    assert ("epoch 1" in bars and "validation" in bars) if progress else bars == ""

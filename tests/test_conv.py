@@ -1,12 +1,14 @@
 """conv2d and conv_transpose2d: references, gradchecks, the matrix C and its transpose."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from oracle import agrees_with_pytorch
 from reference import conv2d_ref, conv_transpose2d_ref, im2col_ref
-from tinyfcn.kernels import col2im, conv_transpose_out_size, im2col
+from tinyfcn.kernels import col2im, conv_transpose_out_size, gemm, im2col
 
 import tinyfcn.functional as F
 from tinyfcn import Tensor, gradcheck
@@ -42,23 +44,55 @@ def test_im2col_and_col2im_kernels_match_reference_and_are_adjoint(case):
     np.testing.assert_allclose(np.sum(col * y), np.sum(x * back), rtol=1e-10)
 
 
+@contextlib.contextmanager
+def split_products(split: bool):
+    """With `split`, every product of the convolutions goes through the thread-split path
+    of tinyfcn.kernels.matmul (3 blocks, however small), else through plain `a @ b`."""
+    saved = gemm.MIN_FLOP, gemm.gemm_threads()
+    gemm.MIN_FLOP, threads = (0, 3) if split else (saved[0], 1)
+    gemm.set_gemm_threads(threads)
+    try:
+        yield
+    finally:
+        gemm.MIN_FLOP = saved[0]
+        gemm.set_gemm_threads(saved[1])
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 300), (300, 7, 5), (64, 1, 64), (1, 9, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_split_matmul_equals_one_product(shape, dtype):
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    for x, y in [(a, b), (np.asfortranarray(a), b.T.copy().T)]:  # also transposed layouts
+        with split_products(True):
+            out = gemm.matmul(x, y)
+        assert out.flags.c_contiguous and out.dtype == dtype
+        np.testing.assert_allclose(out, a @ b, rtol=1e-6 if dtype == np.float32 else 1e-13,
+                                   atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-product", "thread-split"])
 @given(conv_cases(), st.booleans())
-def test_conv2d_matches_reference_and_gradchecks(case, with_bias):
+def test_conv2d_matches_reference_and_gradchecks(split, case, with_bias):
     rng = np.random.default_rng(1)
     x_shape, w_shape, stride, padding, dilation = case
     x = Tensor(rng.standard_normal(x_shape), requires_grad=True)
     w = Tensor(rng.standard_normal(w_shape), requires_grad=True)
     b = Tensor(rng.standard_normal(w_shape[0]), requires_grad=True) if with_bias else None
-    out = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
-    ref = conv2d_ref(x.data, w.data, None if b is None else b.data, stride, padding, dilation)
-    np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
-    inputs = [x, w] + ([b] if with_bias else [])
-    assert gradcheck(lambda *a: F.conv2d(*a, stride=stride, padding=padding,
-                                         dilation=dilation), inputs)
+    with split_products(split):
+        out = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+        ref = conv2d_ref(x.data, w.data, None if b is None else b.data, stride, padding,
+                         dilation)
+        np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
+        inputs = [x, w] + ([b] if with_bias else [])
+        assert gradcheck(lambda *a: F.conv2d(*a, stride=stride, padding=padding,
+                                             dilation=dilation), inputs)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-product", "thread-split"])
 @given(conv_cases(), st.data())
-def test_conv_transpose2d_matches_reference_and_gradchecks(case, data):
+def test_conv_transpose2d_matches_reference_and_gradchecks(split, case, data):
     rng = np.random.default_rng(2)
     (N, C, H, W), (C_out, _, kH, kW), stride, padding, dilation = case
     output_padding = tuple(data.draw(st.integers(0, max(s, d) - 1))
@@ -71,10 +105,11 @@ def test_conv_transpose2d_matches_reference_and_gradchecks(case, data):
     b = Tensor(rng.standard_normal(C_out), requires_grad=True)
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   dilation=dilation)
-    out = F.conv_transpose2d(x, w, b, **kwargs)
-    ref = conv_transpose2d_ref(x.data, w.data, b.data, **kwargs)
-    np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
-    assert gradcheck(lambda *a: F.conv_transpose2d(*a, **kwargs), [x, w, b])
+    with split_products(split):
+        out = F.conv_transpose2d(x, w, b, **kwargs)
+        ref = conv_transpose2d_ref(x.data, w.data, b.data, **kwargs)
+        np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-12)
+        assert gradcheck(lambda *a: F.conv_transpose2d(*a, **kwargs), [x, w, b])
 
 
 @given(conv_cases())

@@ -160,3 +160,11 @@ def test_confusion_matrix_and_scores_by_hand():
     assert np.isnan(s["per_class_iou"]["never"])  # absent from both: excluded from the mean
     assert s["mean_iou"] == pytest.approx(np.mean(list(iou.values())))
     assert s["fw_iou"] == pytest.approx(2 / 5 * 1 / 3 + 2 / 5 * 2 / 3 + 1 / 5 * 0)
+
+
+def test_subset_refuses_ids_outside_its_data_set():
+    from tinyfcn.data.loader import Subset
+    items = list(range(5))
+    assert [Subset(items, [4, 0, -1])[i] for i in range(3)] == [4, 0, 4]
+    with pytest.raises(IndexError, match=r"ids \[5, 7\] are outside a data set of 5 items"):
+        Subset(items, [0, 5, 7])

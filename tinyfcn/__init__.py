@@ -22,6 +22,7 @@ _EXPORTS = {
     "set_rng_state": "tinyfcn.random",
     "load": "tinyfcn.serialization", "save": "tinyfcn.serialization",
     "configure_runtime": "tinyfcn._runtime", "set_kernel_threads": "tinyfcn._runtime",
+    "set_threads": "tinyfcn._runtime",
 }
 _SUBMODULES = {"data", "functional", "metrics", "models", "nn", "ops", "optim", "train",
                "utils"}

@@ -9,13 +9,18 @@ training, prediction and benchmark entry points call it.
    again (about 30% of a step here). Raising glibc's mmap and trim thresholds
    lets freed buffers be reused, as PyTorch's caching allocator does. Peak
    resident memory is unchanged; it is just not handed back between steps.
-2. Run the Numba kernels on one thread. OpenBLAS's threads keep spinning for a
-   while after each GEMM, and Numba's parallel workers started in that window
-   fight them for the cores: on 2 cores a training step took 0.94 s with 2
-   kernel threads and 0.60 s with 1 (the kernels are memory-bound anyway).
-   `tinyfcn.set_kernel_threads(n)` changes it; the kernels stay `parallel=True`.
+2. Own the threads. OpenBLAS's idle threads keep spinning for a while after each
+   product, and Numba's parallel workers started in that window fight them for the
+   cores (on 2 cores a training step took 0.94 s with both threaded, 0.60 s with the
+   kernels on one thread). Instead BLAS runs on one thread (threadpoolctl), the large
+   products of the convolutions are split over a pool tinyfcn owns
+   (`tinyfcn.kernels.matmul`), whose threads sleep between products, and the Numba
+   kernels run on every core with OpenMP told to sleep, not spin, when idle
+   (OMP_WAIT_POLICY=PASSIVE: read when Numba starts its OpenMP layer, so it only
+   takes effect if no kernel has run yet). `tinyfcn.set_threads(n)` changes the count.
 
-TINYFCN_DEFAULT_RUNTIME=1 in the environment makes `configure_runtime` leave both alone.
+TINYFCN_DEFAULT_RUNTIME=1 in the environment makes `configure_runtime` leave both alone
+(BLAS then threads itself and the kernels use Numba's default thread count).
 """
 
 import ctypes
@@ -45,9 +50,29 @@ def set_kernel_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+def set_threads(n: int) -> None:
+    """Run tinyfcn on `n` threads: BLAS on one, the convolutions' products split over `n`
+    (tinyfcn's own pool) and the Numba kernels on `n`."""
+    from threadpoolctl import threadpool_limits
+
+    from tinyfcn.kernels import set_gemm_threads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threadpool_limits(1, user_api="blas")
+    set_gemm_threads(n)
+    set_kernel_threads(n)
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def configure_runtime() -> None:
     """Apply both settings to this process (see above); idempotent."""
     if os.environ.get("TINYFCN_DEFAULT_RUNTIME"):
         return
     keep_freed_buffers()
-    set_kernel_threads(1)
+    set_threads(cores())

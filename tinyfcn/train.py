@@ -123,7 +123,7 @@ class Trainer:
                  batch_size: int = 4, seed: int = 0, out="runs/latest", clip_grad=None,
                  class_weights=None, best_with_optimizer: bool = False, val_every: int = 1,
                  workers: int = 0, world: World | None = None, run: dict | None = None,
-                 log=print):
+                 log=print, progress: bool = True):
         self.world = world or World()
         if batch_size < 1 or batch_size % self.world.size:
             raise ValueError(f"batch_size must be a positive multiple of the {self.world.size} "
@@ -139,6 +139,7 @@ class Trainer:
         self.batch_size, self.seed, self.clip_grad = batch_size, seed, clip_grad
         self.out = Path(out)
         self.log = log if self.world.is_root else (lambda text: None)
+        self.progress = progress and self.world.is_root  # tqdm bars for epochs and validation
         self.folder = RunFolder(out, enabled=self.world.is_root)
         self.best_with_optimizer = best_with_optimizer
         self._signals: list = []  # signals received, data-parallel runs act on them together
@@ -267,7 +268,7 @@ class Trainer:
                                 workers=self.workers, part=(self.world.rank, self.world.size))
         with tqdm(batches, total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch}",
                   unit="batch", leave=False, dynamic_ncols=True,
-                  disable=not self.world.is_root) as bar:
+                  disable=not self.progress) as bar:
             for step, (images, labels) in enumerate(bar, start=skip + 1):
                 started, lr = time.time(), self.optimizer.lr
                 loss = self.train_step(images, labels, epoch, step, bar)
@@ -375,7 +376,7 @@ class Trainer:
         rows, shown = [], []
         for i in tqdm(range(self.world.rank, len(data), self.world.size), desc="validation",
                       unit="image", leave=False, dynamic_ncols=True,
-                      disable=not self.world.is_root):
+                      disable=not self.progress):
             image, label = data[i]
             pred = self.model.predict(image)
             hist += confusion_matrix(label, pred, n)

@@ -15,7 +15,11 @@ class Subset:
     """The items `ids` of `dataset`, in that order (`class_names` passed through)."""
 
     def __init__(self, dataset, ids):
-        self.dataset, self.ids = dataset, np.asarray(ids, dtype=np.int64)
+        self.dataset, self.ids = dataset, np.asarray(ids, dtype=np.int64).reshape(-1)
+        outside = self.ids[(self.ids < -len(dataset)) | (self.ids >= len(dataset))]
+        if outside.size:
+            raise IndexError(f"Subset: ids {outside[:5].tolist()} are outside a data set of "
+                             f"{len(dataset)} items")
 
     @property
     def class_names(self):

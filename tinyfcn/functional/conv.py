@@ -29,7 +29,7 @@ from tinyfcn.functional._checks import (
     check_float_nchw,
     check_same_dtype,
 )
-from tinyfcn.kernels import col2im, conv_out_size, conv_transpose_out_size, im2col
+from tinyfcn.kernels import col2im, conv_out_size, conv_transpose_out_size, im2col, matmul
 from tinyfcn.tensor import Function, Tensor, as_tensor
 from tinyfcn.utils import pair
 
@@ -96,12 +96,12 @@ def _unrows(a: np.ndarray, N: int, H: int, W: int, bias=None) -> np.ndarray:
 def _im2col_gemm(x: np.ndarray, w2: np.ndarray, geo: Geometry):
     """(N, C, H, W) -> (Y (C_out, N*L), col (K, N*L))."""
     col = geo.im2col(x)
-    return w2 @ col, col  # (C_out, K) @ (K, N*L) -> (C_out, N*L)
+    return matmul(w2, col), col  # (C_out, K) @ (K, N*L) -> (C_out, N*L)
 
 
 def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
     """(C_out, N*L) -> (N, C, H, W)."""
-    return geo.col2im(w2.T @ y)  # (K, C_out) @ (C_out, N*L) -> (K, N*L)
+    return geo.col2im(matmul(w2.T, y))  # (K, C_out) @ (C_out, N*L) -> (K, N*L)
 
 
 class Conv2d(Function):
@@ -120,7 +120,7 @@ class Conv2d(Function):
     def backward(self, g):
         g2 = _rows(g)                                              # (C_out, N*L)
         gx = _gemm_col2im(g2, self.w2, self.geo) if self.needs_grad[0] else None
-        gw = (g2 @ self.col.T).reshape(self.w_shape) if self.needs_grad[1] else None
+        gw = matmul(g2, self.col.T).reshape(self.w_shape) if self.needs_grad[1] else None
         self.col = None  # the largest buffer of the step: free it as soon as it is used
         if len(self.needs_grad) == 2:  # called without a bias
             return gx, gw
@@ -153,7 +153,7 @@ class ConvTranspose2d(Function):
         else:
             col = self.geo.im2col(g)                                # (K, N*L)
         if self.needs_grad[1]:
-            gw = (self.x2 @ col.T).reshape(self.w_shape)
+            gw = matmul(self.x2, col.T).reshape(self.w_shape)  # (C_in, N*L) @ (N*L, K)
         if len(self.needs_grad) == 2:  # called without a bias
             return gx, gw
         return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
