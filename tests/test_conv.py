@@ -247,3 +247,26 @@ def test_pointwise_transposed_conv_with_output_padding():
     np.testing.assert_allclose(F.conv_transpose2d(x, w, **kwargs).data,
                                conv_transpose2d_ref(x.data, w.data, **kwargs))
     assert gradcheck(lambda a, b: F.conv_transpose2d(a, b, **kwargs), [x, w])
+
+
+def test_weight_gradient_from_rebuilt_columns_equals_the_kept_ones(monkeypatch):
+    """Above KEEP_COLUMNS_BYTES backward rebuilds the column matrix from the input instead of
+    keeping it: the gradients must not change, not even in the last bit."""
+    import tinyfcn.functional.conv as conv
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    grads = []
+    for limit in (float("inf"), 0):
+        monkeypatch.setattr(conv, "KEEP_COLUMNS_BYTES", limit)
+        xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        out = F.conv2d(xt, wt, stride=(2, 2), padding=1, dilation=(1, 2))
+        out.backward(Tensor(g))
+        grads.append((xt.grad.data, wt.grad.data))
+    for kept, rebuilt in zip(*grads):
+        np.testing.assert_array_equal(kept, rebuilt)
+    monkeypatch.setattr(conv, "KEEP_COLUMNS_BYTES", 0)
+    x64 = Tensor(x.astype(np.float64), requires_grad=True)
+    w64 = Tensor(w.astype(np.float64), requires_grad=True)
+    assert gradcheck(lambda a, b: F.conv2d(a, b, padding=1), [x64, w64])

