@@ -30,8 +30,14 @@ from workload import batch, torch_fcn8s_lite
 x, target = batch()
 if which == "tinyfcn":
     from common import tinyfcn_setup, tinyfcn_step
+    import tinyfcn
     model, opt = tinyfcn_setup()
     step = tinyfcn_step(model, opt, x, target)
+    xin = tinyfcn.Tensor(x)
+
+    def infer():
+        with tinyfcn.no_grad():
+            model(xin)
 else:  # PyTorch alone: tinyfcn is not even imported
     import torch
     ref = torch_fcn8s_lite(torch)
@@ -42,12 +48,22 @@ else:  # PyTorch alone: tinyfcn is not even imported
         ref_opt.zero_grad()
         torch.nn.functional.cross_entropy(ref(xt), tt).backward()
         ref_opt.step()
+
+    def infer():
+        with torch.no_grad():
+            ref(xt)
 step()
 first = time.perf_counter() - start
 for _ in range(2):
     step()
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"first_step_s": first, "peak_mb": peak_mb}}))
+def median_s(fn, n=9):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return sorted(times)[n // 2]
+print(json.dumps({{"first_step_s": first, "peak_mb": peak_mb, "step_s": median_s(step),
+                  "infer_s": median_s(infer)}}))
 """
 
 
@@ -76,6 +92,10 @@ def main():
               f"{peer['peak_mb']:.0f} MB | {warm['peak_mb'] / peer['peak_mb']:.2f}x |")
         print(f"| import to first step finished | {warm['first_step_s']:.1f} s (warm cache) | "
               f"{peer['first_step_s']:.1f} s | |")
+        for key, what in [("step_s", "training step, each alone (median of 9)"),
+                          ("infer_s", "inference, each alone (median of 9)")]:
+            print(f"| {what} | {warm[key] * 1000:.0f} ms | {peer[key] * 1000:.0f} ms | "
+                  f"{warm[key] / peer[key]:.2f}x |")
     else:
         print(f"| peak RSS of a training step | {warm['peak_mb']:.0f} MB | | |")
         print(f"| import to first step finished | {warm['first_step_s']:.1f} s (warm cache) "

@@ -45,6 +45,17 @@ def test_im2col_and_col2im_kernels_match_reference_and_are_adjoint(case):
 
 
 @contextlib.contextmanager
+def input_gradient_as_conv(on: bool):
+    """Stride-1 input gradients by the flipped-kernel convolution (on) or col2im(W.T @ gY)."""
+    import tinyfcn.functional.conv as conv
+    saved, conv.INPUT_GRADIENT_AS_CONV = conv.INPUT_GRADIENT_AS_CONV, on
+    try:
+        yield
+    finally:
+        conv.INPUT_GRADIENT_AS_CONV = saved
+
+
+@contextlib.contextmanager
 def split_products(split: bool):
     """With `split`, every product of the convolutions goes through the thread-split path
     of tinyfcn.kernels.matmul (3 blocks, however small), else through plain `a @ b`."""
@@ -72,15 +83,16 @@ def test_thread_split_matmul_equals_one_product(shape, dtype):
                                    atol=1e-6 if dtype == np.float32 else 1e-13)
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["one-product", "thread-split"])
+@pytest.mark.parametrize("split, as_conv", [(False, False), (True, True)],
+                         ids=["plain-paths", "fast-paths"])
 @given(conv_cases(), st.booleans())
-def test_conv2d_matches_reference_and_gradchecks(split, case, with_bias):
+def test_conv2d_matches_reference_and_gradchecks(split, as_conv, case, with_bias):
     rng = np.random.default_rng(1)
     x_shape, w_shape, stride, padding, dilation = case
     x = Tensor(rng.standard_normal(x_shape), requires_grad=True)
     w = Tensor(rng.standard_normal(w_shape), requires_grad=True)
     b = Tensor(rng.standard_normal(w_shape[0]), requires_grad=True) if with_bias else None
-    with split_products(split):
+    with split_products(split), input_gradient_as_conv(as_conv):
         out = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
         ref = conv2d_ref(x.data, w.data, None if b is None else b.data, stride, padding,
                          dilation)
@@ -270,3 +282,22 @@ def test_weight_gradient_from_rebuilt_columns_equals_the_kept_ones(monkeypatch):
     x64 = Tensor(x.astype(np.float64), requires_grad=True)
     w64 = Tensor(w.astype(np.float64), requires_grad=True)
     assert gradcheck(lambda a, b: F.conv2d(a, b, padding=1), [x64, w64])
+
+
+@given(conv_cases())
+def test_stride_one_input_gradient_as_a_flipped_kernel_conv_equals_col2im(case):
+    x_shape, w_shape, _, padding, dilation = case
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    grads = []
+    for as_conv in (False, True):
+        xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        with input_gradient_as_conv(as_conv):
+            out = F.conv2d(xt, wt, padding=padding, dilation=dilation)
+            out.backward(Tensor(np.cos(np.arange(out.data.size)).reshape(out.shape)))
+        grads.append(xt.grad.data)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+    with input_gradient_as_conv(True):
+        xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        assert gradcheck(lambda a, b: F.conv2d(a, b, padding=padding, dilation=dilation),
+                         [xt, wt])

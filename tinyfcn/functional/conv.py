@@ -104,6 +104,14 @@ def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
     return geo.col2im(matmul(w2.T, y))  # (K, C_out) @ (C_out, N*L) -> (K, N*L)
 
 
+# A stride-1 convolution's input gradient is itself a stride-1 convolution: of gY with the
+# kernel flipped and its channel axes swapped, padded by d*(k-1) - p ("full" correlation).
+# Computed that way it is im2col(gY) and a GEMM shaped like the forward one, instead of
+# W.T @ gY (a GEMM that writes a column matrix with only C_out rows of reduction, bound by
+# memory) and col2im: about 5% of an FCN-8s-lite step. False computes every input gradient
+# as col2im(W.T @ gY), the transposed matrix, as the module docstring shows.
+INPUT_GRADIENT_AS_CONV = True
+
 # The weight gradient needs the column matrix, kH*kW times the size of the input. Above this
 # many bytes backward rebuilds it from the input (which the graph keeps alive anyway, in
 # the ReLU before) instead of holding it from forward to backward: in FCN-8s-lite at batch
@@ -129,7 +137,17 @@ class Conv2d(Function):
 
     def backward(self, g):
         g2 = _rows(g)                                              # (C_out, N*L)
-        gx = _gemm_col2im(g2, self.w2, self.geo) if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0]:
+            C_out, C_in = self.w_shape[:2]
+            flipped = (_input_gradient_geometry(self.geo, C_out) if INPUT_GRADIENT_AS_CONV
+                       else None)
+            if flipped is None:
+                gx = _gemm_col2im(g2, self.w2, self.geo)
+            else:
+                w_flip = self.w2.reshape(self.w_shape)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+                gx2, _ = _im2col_gemm(g, w_flip.reshape(C_in, -1), flipped)  # (C_in, N*H*W)
+                gx = _unrows(gx2, g.shape[0], self.geo.H, self.geo.W)
         gw = None
         if self.needs_grad[1]:
             col = self.col if self.col is not None else self.geo.im2col(self.x)  # (K, N*L)
@@ -170,6 +188,17 @@ class ConvTranspose2d(Function):
         if len(self.needs_grad) == 2:  # called without a bias
             return gx, gw
         return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+
+
+def _input_gradient_geometry(geo: Geometry, C_out: int) -> Geometry | None:
+    """The stride-1 conv from gY (C_out, H_out, W_out) to gX (C, H, W) with the flipped
+    kernel (see INPUT_GRADIENT_AS_CONV), or None where that does not apply (strided, 1x1,
+    or padded past the kernel's reach)."""
+    pH, pW = geo.dH * (geo.kH - 1) - geo.pH, geo.dW * (geo.kW - 1) - geo.pW
+    if (geo.sH, geo.sW) != (1, 1) or geo.is_pointwise or pH < 0 or pW < 0:
+        return None
+    return Geometry(C_out, geo.H_out, geo.W_out, geo.kH, geo.kW, 1, 1, pH, pW, geo.dH, geo.dW,
+                    geo.H, geo.W)
 
 
 def _geometry(C, H, W, kH, kW, stride, padding, dilation, H_out=None, W_out=None) -> Geometry:
