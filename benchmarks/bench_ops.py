@@ -4,8 +4,10 @@ matmul roofline of each conv's GEMM shapes (benchmarks/README.md, items 3 and 4)
     python benchmarks/bench_ops.py [--repeats 5]
 
 For a 3x3 conv, "fwd+bwd" is forward, input gradient and weight gradient; "roofline"
-is NumPy float32 matmul on the same three GEMM shapes, so tinyfcn / roofline says
-how much time goes outside the GEMMs (im2col, col2im, copies).
+is float32 matmul on the three GEMM shapes of the plain im2col / col2im formulation, on
+every core (`tinyfcn.kernels.matmul`, as configured), so roofline / tinyfcn says how
+much of the layer's time those products would take; above 100% means tinyfcn's layer
+found a cheaper way (the stride-1 input gradient as a convolution).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 
 import numpy as np
 from common import machine, median_ms, timed, try_torch
+from tinyfcn.kernels import matmul
 from workload import BATCH, SIZE
 
 import tinyfcn.functional as F
@@ -55,9 +58,9 @@ def conv_case(rng, c_in, c_out, size, torch):
                   ((c_out, K), (K, NL), (c_out, NL)))
 
     def roofline():  # forward, input-gradient and weight-gradient GEMMs
-        a @ col
-        a.T @ gy
-        gy @ col.T
+        matmul(a, col)
+        matmul(a.T, gy)
+        matmul(gy, col.T)
 
     fns = [ours, roofline]
     if torch is not None:
@@ -103,7 +106,7 @@ def main():
          lambda f, x: f.max_pool2d(x, 2, return_indices=True)[0],
          [f32(BATCH, 64, SIZE, SIZE)], f32(BATCH, 64, SIZE // 2, SIZE // 2)),
         ("max_unpool2d", "64 @ 64x64 -> 128x128",
-         lambda f, x: f.max_unpool2d(x, idx if f is F else torch.tensor(idx), 2),
+         lambda f, x: f.max_unpool2d(x, idx if f is F else torch.tensor(idx.data), 2),
          [f32(BATCH, 64, SIZE // 2, SIZE // 2)], f32(BATCH, 64, SIZE, SIZE)),
     ]
     for label, shape, op, arrays, grad in others:

@@ -108,8 +108,9 @@ def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
 # kernel flipped and its channel axes swapped, padded by d*(k-1) - p ("full" correlation).
 # Computed that way it is im2col(gY) and a GEMM shaped like the forward one, instead of
 # W.T @ gY (a GEMM that writes a column matrix with only C_out rows of reduction, bound by
-# memory) and col2im: about 5% of an FCN-8s-lite step. False computes every input gradient
-# as col2im(W.T @ gY), the transposed matrix, as the module docstring shows.
+# memory) and col2im: about 5% of an FCN-8s-lite step. Only where C_out <= C_in: otherwise
+# im2col(gY) would be the larger matrix. False computes every input gradient as
+# col2im(W.T @ gY), the transposed matrix, as the module docstring shows.
 INPUT_GRADIENT_AS_CONV = True
 
 # The weight gradient needs the column matrix, kH*kW times the size of the input. Above this
@@ -140,13 +141,14 @@ class Conv2d(Function):
         gx = None
         if self.needs_grad[0]:
             C_out, C_in = self.w_shape[:2]
-            flipped = (_input_gradient_geometry(self.geo, C_out) if INPUT_GRADIENT_AS_CONV
-                       else None)
+            flipped = (_input_gradient_geometry(self.geo, C_out)
+                       if INPUT_GRADIENT_AS_CONV and C_out <= C_in else None)
             if flipped is None:
                 gx = _gemm_col2im(g2, self.w2, self.geo)
             else:
                 w_flip = self.w2.reshape(self.w_shape)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-                gx2, _ = _im2col_gemm(g, w_flip.reshape(C_in, -1), flipped)  # (C_in, N*H*W)
+                # (C_in, N*H*W); its column matrix is dropped at once, before the weight's
+                gx2 = _im2col_gemm(g, w_flip.reshape(C_in, -1), flipped)[0]
                 gx = _unrows(gx2, g.shape[0], self.geo.H, self.geo.W)
         gw = None
         if self.needs_grad[1]:
