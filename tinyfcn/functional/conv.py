@@ -14,6 +14,9 @@ way round:
 
 so the transposed convolution is multiplication by C.T, where C is the matrix
 of the convolution (`conv2d_matrix`), and both ops share one pair of kernels.
+(For speed, a stride-1 conv2d computes the same input gradient as a convolution of gY
+with the flipped kernel: see INPUT_GRADIENT_AS_CONV. The products go through
+`tinyfcn.kernels.matmul`, which may split them over threads.)
 Activations are NCHW; `_rows` / `_unrows` move the channel axis in front of the
 batch for the GEMMs, (N, C, H, W) <-> (C, N*H*W). Notation as in `tinyfcn.kernels`.
 """
