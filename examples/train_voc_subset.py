@@ -253,15 +253,6 @@ def make_optimizer(args, model, steps):
     return opt, optim.SCHEDULES[args.lr_schedule](opt, steps, warmup_steps=args.warmup)
 
 
-def one_thread_per_rank():
-    """Under mpiexec each rank computes on one core: BLAS on one thread too."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(1)
-
-
 def build_trainer(args, world) -> Trainer:
     if args.voc_root is None:
         print("Preparing the built-in data set ...", flush=True)
@@ -328,7 +319,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if world.size > 1:
-        one_thread_per_rank()
+        tinyfcn.set_threads(1)  # under mpiexec each rank computes on one core
         if not world.is_root:  # rank 0 alone prints and writes
             sys.stdout = open(os.devnull, "w")
     try:

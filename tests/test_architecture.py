@@ -149,6 +149,12 @@ def test_importing_tinyfcn_leaves_the_process_alone():
                      "print(numba.get_num_threads(), k.gemm_threads(), blas)")
     cores = len(os.sched_getaffinity(0))
     assert out == f"{min(cores, numba.config.NUMBA_NUM_THREADS)} {cores} {{1}}"
+    out = run_python("import os; os.environ.pop('OMP_WAIT_POLICY', None); "
+                     "import tinyfcn, tinyfcn.functional, tinyfcn.kernels as k; "
+                     "print(os.environ.get('OMP_WAIT_POLICY'), k.gemm_threads()); "
+                     "tinyfcn.set_threads(1); tinyfcn.configure_runtime(); "  # keeps the choice
+                     "import numba; print(numba.get_num_threads(), k.gemm_threads())")
+    assert out.splitlines() == ["None 1", "1 1"]
 
 
 def test_atomic_write_gives_the_usual_mode_and_leaves_nothing_on_failure(tmp_path):

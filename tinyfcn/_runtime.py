@@ -52,14 +52,20 @@ def set_kernel_threads(n: int) -> None:
 
 def set_threads(n: int) -> None:
     """Run tinyfcn on `n` threads: BLAS on one, the convolutions' products split over `n`
-    (tinyfcn's own pool) and the Numba kernels on `n`."""
+    (tinyfcn's own pool) and the Numba kernels on `n`. `configure_runtime` keeps the
+    count chosen here."""
+    global _chosen_threads
     from threadpoolctl import threadpool_limits
 
     from tinyfcn.kernels import set_gemm_threads
+    _chosen_threads = max(1, int(n))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     threadpool_limits(1, user_api="blas")
-    set_gemm_threads(n)
-    set_kernel_threads(n)
+    set_gemm_threads(_chosen_threads)
+    set_kernel_threads(_chosen_threads)
+
+
+_chosen_threads = None  # by set_threads
 
 
 def cores() -> int:
@@ -71,8 +77,9 @@ def cores() -> int:
 
 
 def configure_runtime() -> None:
-    """Apply both settings to this process (see above); idempotent."""
+    """Apply both settings to this process (see above); idempotent, and it keeps a thread
+    count chosen with `set_threads`."""
     if os.environ.get("TINYFCN_DEFAULT_RUNTIME"):
         return
     keep_freed_buffers()
-    set_threads(cores())
+    set_threads(_chosen_threads or cores())
