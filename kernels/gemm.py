@@ -10,6 +10,7 @@ product); between products the pool's threads sleep, and the kernels get every c
 `set_gemm_threads(1)` (the default) makes `matmul` plain `a @ b`.
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,19 +18,26 @@ import numpy as np
 MIN_FLOP = 1 << 21  # below this a hand-off to another thread costs more than it saves
 
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = None  # the process that started the pool: a forked child has none of its threads
 _threads = 1
 
 
 def set_gemm_threads(n: int) -> None:
     """Compute large products in `n` blocks at once (1: plain `a @ b`)."""
-    global _pool, _threads
+    global _threads
     n = max(1, int(n))
-    if n == _threads:
-        return
-    if _pool is not None:
+    if n != _threads or _pool_pid != os.getpid():
+        _threads = n
+        _start_pool()
+
+
+def _start_pool() -> None:
+    global _pool, _pool_pid
+    if _pool is not None and _pool_pid == os.getpid():
         _pool.shutdown()
-    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="tinyfcn-gemm") if n > 1 else None
-    _threads = n
+    _pool = (ThreadPoolExecutor(_threads - 1, thread_name_prefix="tinyfcn-gemm")
+             if _threads > 1 else None)
+    _pool_pid = os.getpid()
 
 
 def gemm_threads() -> int:
@@ -42,6 +50,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     M, N = a.shape[0], b.shape[1]
     if _pool is None or 2 * M * N * a.shape[1] < MIN_FLOP:
         return a @ b
+    if _pool_pid != os.getpid():  # forked: the parent's pool threads do not exist here
+        _start_pool()
     out = np.empty((M, N), dtype=np.result_type(a, b))
     if N >= M:  # column blocks: a @ b[:, j0:j1] -> out[:, j0:j1]
         cuts = np.linspace(0, N, _threads + 1).astype(int)

@@ -301,3 +301,16 @@ def test_stride_one_input_gradient_as_a_flipped_kernel_conv_equals_col2im(case):
         xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
         assert gradcheck(lambda a, b: F.conv2d(a, b, padding=padding, dilation=dilation),
                          [xt, wt])
+
+
+def test_split_products_work_in_a_forked_child():
+    """A forked child has none of the parent's pool threads: it must start its own, not
+    wait forever for threads that do not exist."""
+    import multiprocessing
+    a = np.random.default_rng(0).standard_normal((64, 300)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((300, 4000)).astype(np.float32)
+    with split_products(True):
+        gemm.matmul(a, b)  # the parent's pool has threads now
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            out = pool.apply_async(gemm.matmul, (a, b)).get(timeout=60)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
