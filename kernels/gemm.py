@@ -53,11 +53,11 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if _pool_pid != os.getpid():  # forked: the parent's pool threads do not exist here
         _start_pool()
     out = np.empty((M, N), dtype=np.result_type(a, b))
+    along = N if N >= M else M
+    cuts = [along * k // _threads for k in range(_threads + 1)]
     if N >= M:  # column blocks: a @ b[:, j0:j1] -> out[:, j0:j1]
-        cuts = np.linspace(0, N, _threads + 1).astype(int)
         parts = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])]
     else:       # row blocks: a[i0:i1] @ b -> out[i0:i1]
-        cuts = np.linspace(0, M, _threads + 1).astype(int)
         parts = [(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])]
     others = [_pool.submit(np.matmul, x, y, out=o) for x, y, o in parts[1:]]
     np.matmul(*parts[0][:2], out=parts[0][2])
