@@ -92,6 +92,9 @@ class GraphBuilder:
                              for key in ("weight", "bias", "running_mean", "running_var")]
         return self._node("BatchNormalization", inputs, name, x.shape, epsilon=layer.eps)
 
+    def identity(self, x: Value, name: str) -> Value:
+        return self._node("Identity", [x.name], name, x.shape)
+
     def relu(self, x: Value, name: str) -> Value:
         return self._node("Relu", [x.name], name, x.shape)
 
@@ -251,7 +254,7 @@ def to_onnx(model, path, input_shape) -> None:
                          f"{tuple(input_shape)}")
     g = GraphBuilder()
     scores = build(g, model, Value("input", shape))
-    scores = g._node("Identity", [scores.name], "scores", scores.shape)  # one fixed name
+    scores = g.identity(scores, "scores")  # the same output name for every model
     dims = ["N", *scores.shape[1:]]
     graph = helper.make_graph(
         g.nodes, f"tinyfcn_{model.config['model']}",
