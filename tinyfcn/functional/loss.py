@@ -149,7 +149,8 @@ def focal_loss(logits, target, gamma=2.0, ignore_index=255, weight=None, reducti
 
     A per-pixel loss like `cross_entropy` (gamma=0 gives exactly it): "none" returns
     (N, H, W) with 0 at void pixels, "sum" sums over the valid pixels, "mean" divides
-    that sum by the summed weight of the valid pixels."""
+    that sum by the summed weight of the valid pixels (under data-parallel training, by
+    that weight over the global batch, as for cross-entropy)."""
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     logits, labels, weight = _loss_arguments(logits, target, weight, reduction, ignore_index)
