@@ -225,6 +225,13 @@ def _lovasz_gradient(truth_sorted: np.ndarray) -> np.ndarray:
     return jaccard
 
 
+def _unsort(sorted_values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Values back at the positions they were sorted from (the inverse of take_along_axis)."""
+    out = np.empty_like(sorted_values)
+    np.put_along_axis(out, order, sorted_values, axis=-1)
+    return out
+
+
 def lovasz_softmax(logits, target, ignore_index=255, reduction="mean"):
     """Lovász-softmax loss (Berman, Rannen Triki & Blaschko, CVPR 2018) per image: the
     mean over the classes present in the image's target (at a valid pixel) of the Lovász
@@ -249,14 +256,19 @@ def lovasz_softmax(logits, target, ignore_index=255, reduction="mean"):
     probs = _softmax(logits)
     errors = truth + probs * (1 - 2 * truth)                         # |t - p|, linear in p
 
-    # the increments, sorted per image and class by decreasing error; void pixels last
-    flat_errors = np.where(valid[:, None], errors.data, dtype.type(-1)).reshape(N, C, H * W)
-    order = np.argsort(-flat_errors, axis=-1, kind="stable")
-    increments = _lovasz_gradient(np.take_along_axis(truth.reshape(N, C, H * W), order, -1))
-    G = np.empty_like(increments)
-    np.put_along_axis(G, order, increments, axis=-1)
+    # the increments of each present (image, class) pair, its pixels sorted by decreasing
+    # error (void pixels last, their increments then zeroed); absent pairs get none
     present = truth.sum(axis=(2, 3)) > 0                             # (N, C)
-    G = (G.reshape(N, C, H, W) * valid[:, None] * present[:, :, None, None]).astype(dtype)
+    image = np.nonzero(present)[0]                                   # image of each pair
+    valid_pixels = valid.reshape(N, H * W)[image]                    # (pairs, H*W)
+    pair_errors = np.where(valid_pixels, errors.data.reshape(N, C, H * W)[present],
+                           dtype.type(-1))
+    order = np.argsort(-pair_errors, axis=-1)
+    increments = _lovasz_gradient(np.take_along_axis(truth.reshape(N, C, H * W)[present],
+                                                     order, axis=-1))
+    G = np.zeros((N, C, H * W), dtype)
+    G[present] = np.where(valid_pixels, _unsort(increments, order), dtype.type(0))
+    G = G.reshape(N, C, H, W)
 
     count = np.maximum(present.sum(axis=1), 1).astype(dtype)        # classes per image
     per_image = (errors * G).sum(axis=(1, 2, 3)) / count             # (N,)
