@@ -40,6 +40,9 @@ OPS = {
     "crop": (lambda x: F.crop(x, 1, (3, 3)), [X]),
     "center_crop": (lambda x: F.center_crop(x, (4, 4)), [X]),
     "cross_entropy": (lambda x, t: F.cross_entropy(x, t), [X, TARGET]),
+    "focal_loss": (lambda x, t: F.focal_loss(x, t), [X, TARGET]),
+    "dice_loss": (lambda x, t: F.dice_loss(x, t), [X, TARGET]),
+    "lovasz_softmax": (lambda x, t: F.lovasz_softmax(x, t), [X, TARGET]),
     "batch_norm": (lambda x, m, v: F.batch_norm(x, m, v), [X, np.zeros(3, np.float32),
                                                            np.ones(3, np.float32)]),
 }

@@ -165,8 +165,8 @@ def test_caffe_style_parameter_groups_equal_pytorch_groups_with_scaled_lr_and_de
         theirs.step()
     np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-12)
-    with pytest.raises(ValueError, match="lr_mult"):
-        optim.SGD([{"params": [w], "lr": 0.1}], lr=lr)
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rate'\].*'lr_mult'"):
+        optim.SGD([{"params": [w], "learning_rate": 0.1}], lr=lr)
 
 
 def test_optimizer_state_dict_round_trip_continues_identically(tmp_path):
@@ -189,6 +189,25 @@ def test_optimizer_state_dict_round_trip_continues_identically(tmp_path):
         (param * param).sum().backward()
         o.step()
     np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_optimizer_and_schedule_states_of_earlier_versions_still_load():
+    """Checkpoints written before parameter groups held their settings: one "lr" in the
+    optimizer's state, one "base_lr" in the schedule's."""
+    w, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(1))
+    opt = optim.SGD([{"params": [w]}, {"params": [b], "lr_mult": 2}], lr=0.5, momentum=0.9)
+    opt.load_state_dict({"lr": 0.02, "steps": 4,
+                         "state": {"0": {"momentum_buffer": np.full(2, 0.1)}, "1": {}}})
+    assert [g["lr"] for g in opt.param_groups] == [0.02, 0.02] and opt.steps == 4
+    assert opt.param_groups[1]["lr_mult"] == 2 and opt.param_groups[0]["momentum"] == 0.9
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], [0.1, 0.1])
+    sched = optim.PolyLR(opt, total_steps=10, power=1.0)
+    sched.load_state_dict({"kind": "PolyLR", "base_lr": 0.1, "last_step": 4, "total_steps": 10,
+                           "warmup_steps": 0, "power": 1.0})
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.05])
+    with pytest.raises(ValueError, match="2 parameter groups"):
+        sched.load_state_dict({**sched.state_dict(), "base_lrs": [0.1]})
 
 
 def test_poly_schedule():

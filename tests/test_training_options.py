@@ -38,7 +38,7 @@ def test_schedules_follow_their_formulas_and_warm_up_linearly():
     t = np.arange(10) / 10
     np.testing.assert_allclose(rates(optim.PolyLR), (1 - t) ** 0.9)
     np.testing.assert_allclose(rates(optim.CosineLR), 0.5 * (1 + np.cos(np.pi * t)))
-    np.testing.assert_allclose(rates(optim.StepLR), np.where(t >= 0.75, 0.01,
+    np.testing.assert_allclose(rates(optim.MilestoneLR), np.where(t >= 0.75, 0.01,
                                                              np.where(t >= 0.5, 0.1, 1.0)))
     np.testing.assert_allclose(rates(optim.ConstantLR), np.ones(10))
     warm = rates(optim.ConstantLR, warmup_steps=4)

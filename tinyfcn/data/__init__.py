@@ -3,6 +3,7 @@ Needs only NumPy and Pillow."""
 
 from tinyfcn.data import synthetic
 from tinyfcn.data.errors import DataError
+from tinyfcn.data.loader import DataLoader
 from tinyfcn.data.palette import (
     colorize,
     read_image,
@@ -13,5 +14,5 @@ from tinyfcn.data.palette import (
 )
 from tinyfcn.data.voc import VOC_CLASSES, VOCSegmentation
 
-__all__ = ["VOC_CLASSES", "DataError", "VOCSegmentation", "colorize", "read_image",
+__all__ = ["VOC_CLASSES", "DataError", "DataLoader", "VOCSegmentation", "colorize", "read_image",
            "read_label", "synthetic", "voc_colormap", "write_image", "write_label"]

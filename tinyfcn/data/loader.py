@@ -46,25 +46,36 @@ def subset_ids(num_items: int, subset, seed: int) -> np.ndarray:
 
 
 def epoch_batches(dataset, indices, batch_size: int, augment, seed: int, epoch: int,
-                  skip: int = 0, workers: int = 0, part=(0, 1)):
+                  skip: int = 0, workers: int = 0, part=(0, 1), shuffle: bool = True,
+                  drop_last: bool = True):
     """Yield (images uint8 (B, h, w, 3), labels uint8 (B, h, w)) for one shuffled epoch,
     starting at batch `skip`; the last incomplete batch is dropped. With `workers`, that
     many threads read and augment the next batches ahead. `part` = (rank, ranks) yields
     only that rank's share of each batch (items rank, rank + ranks, ...). Every item has
     its own generator seeded by (seed, epoch, batch, item), so the batches are the same
-    with or without workers, for any split between ranks, and after a resume."""
+    with or without workers, for any split between ranks, and after a resume.
+
+    `augment(image, label, rng)` may be None (items as the data set gives them);
+    `shuffle=False` keeps the order of `indices`; `drop_last=False` yields the last,
+    smaller batch too. (A batch holds each field of the items stacked, so its items
+    must have one size: crop them in `augment`.)"""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rank, ranks = part
-    order = np.random.default_rng([seed, epoch]).permutation(indices)
+    indices = np.asarray(indices)
+    order = np.random.default_rng([seed, epoch]).permutation(indices) if shuffle else indices
 
     def make(b):
-        samples = [augment(*dataset[int(order[b * batch_size + j])],
-                           np.random.default_rng([seed, epoch, b, j]))
-                   for j in range(rank, batch_size, ranks)]
-        return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+        items = range(b * batch_size, min((b + 1) * batch_size, len(order)))
+        samples = [dataset[int(order[i])] for i in items[rank::ranks]]
+        if augment is not None:
+            samples = [augment(*sample, np.random.default_rng([seed, epoch, b, j]))
+                       for j, sample in zip(range(rank, batch_size, ranks), samples)]
+        return _stack(samples, b)
 
-    wanted = range(skip, batches_per_epoch(len(order), batch_size))
+    count = (batches_per_epoch(len(order), batch_size) if drop_last
+             else -(-len(order) // batch_size))
+    wanted = range(skip, count)
     if not workers:
         yield from map(make, wanted)
         return
@@ -78,5 +89,54 @@ def epoch_batches(dataset, indices, batch_size: int, augment, seed: int, epoch: 
             yield pending.popleft().result()
 
 
+def _stack(samples: list, b: int) -> tuple:
+    """Each field of the samples stacked into one array, or an error naming the batch."""
+    fields = []
+    for field in zip(*samples):
+        shapes = {np.shape(a) for a in field}
+        if len(shapes) > 1:
+            raise ValueError(f"batch {b} holds items of shapes {sorted(shapes)}: a batch "
+                             f"needs one size (crop the items in the transform, or use "
+                             f"batch_size=1)")
+        fields.append(np.stack(field))
+    return tuple(fields)
+
+
 def batches_per_epoch(num_items: int, batch_size: int) -> int:
     return num_items // batch_size
+
+
+class DataLoader:
+    """Batches of a data set, as torch.utils.data.DataLoader: `for images, labels in loader`
+    gives uint8 arrays (B, h, w, 3) and (B, h, w) (each field of the items stacked).
+
+    `transform(image, label, rng)` changes each item (e.g. `transforms.TrainAugment`,
+    which crops them to one size; None keeps them as they are). With `shuffle`, pass k
+    over the data (counting from 0, or as set with `set_epoch`) uses the order the Trainer
+    uses in epoch k with the same `seed`, and every item's transform has its own seeded
+    generator, so a loop is reproducible. `drop_last` drops the last, smaller batch.
+    `workers` threads read and transform the next batches ahead."""
+
+    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, transform=None, workers: int = 0):
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.drop_last, self.transform, self.workers = drop_last, transform, workers
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The pass the next iteration makes (its shuffle and its transforms' generators)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return epoch_batches(self.dataset, np.arange(len(self.dataset)), self.batch_size,
+                             self.transform, self.seed, epoch, workers=self.workers,
+                             shuffle=self.shuffle, drop_last=self.drop_last)

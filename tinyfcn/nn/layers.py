@@ -99,6 +99,9 @@ class ConvTranspose2d(Module):
 class BatchNorm2d(Module):
     """Per-channel normalisation with learned scale and shift; running statistics in eval."""
 
+    # PyTorch's counter of batches, used only by its momentum=None (not supported here)
+    ignored_state_keys = ("num_batches_tracked",)
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         if momentum is None or not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "

@@ -21,10 +21,12 @@ class Parameter(Tensor):
 
 
 class Buffer(Tensor):
-    """State that is saved with a Module but not trained (BatchNorm's running statistics)."""
+    """State that is saved with a Module but not trained (BatchNorm's running statistics);
+    with `persistent=False` it is not saved either (a cache)."""
 
-    def __init__(self, data):
+    def __init__(self, data, persistent: bool = True):
         super().__init__(data, requires_grad=False)
+        self.persistent = persistent
 
 
 class IncompatibleKeys(NamedTuple):
@@ -37,6 +39,7 @@ class Module:
     in `__init__` and define `forward`."""
 
     training = True
+    ignored_state_keys = ()  # names a state dict may hold for this module, loaded as nothing
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -72,11 +75,36 @@ class Module:
     def parameters(self) -> Iterator[Parameter]:
         return (p for _, p in self.named_parameters())
 
-    def named_state(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        """Parameters and buffers, in attribute order: what a state dict holds."""
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
         for name, value in vars(self).items():
             full = f"{prefix}.{name}" if prefix else name
-            if isinstance(value, (Parameter, Buffer)):
+            if isinstance(value, Buffer):
+                yield full, value
+            elif isinstance(value, Module):
+                yield from value.named_buffers(full)
+
+    def buffers(self) -> Iterator[Buffer]:
+        return (b for _, b in self.named_buffers())
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """Set `name` to a Buffer over `tensor` (an array or Tensor, kept as given, or None):
+        saved in the state dict unless `persistent=False`, cast by `to`, never trained.
+        Plain attributes work as well; this is PyTorch's spelling."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"buffer name must be a Python identifier, got {name!r}")
+        if name in vars(self) and not isinstance(vars(self)[name], Buffer):
+            raise KeyError(f"attribute {name!r} already exists and is not a buffer")
+        if tensor is None:
+            setattr(self, name, None)
+            return
+        data = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+        setattr(self, name, Buffer(data, persistent))
+
+    def named_state(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """Parameters and persistent buffers, in attribute order: what a state dict holds."""
+        for name, value in vars(self).items():
+            full = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, Parameter) or (isinstance(value, Buffer) and value.persistent):
                 yield full, value
             elif isinstance(value, Module):
                 yield from value.named_state(full)
@@ -94,11 +122,20 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter: an optimizer skips a parameter
+        without a gradient, and backward computes none for it."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
     def to(self, dtype) -> Module:
-        """Cast parameters and buffers to `dtype` (float64 to gradcheck, float32 to train)."""
-        for _, p in self.named_state():
-            p.data = p.data.astype(dtype)
-            p.grad = None
+        """Cast the floating-point parameters and buffers to `dtype` (float64 to gradcheck,
+        float32 to train); integer buffers stay as they are."""
+        for p in (*self.parameters(), *self.buffers()):
+            if p.dtype.kind == "f":
+                p.data = p.data.astype(dtype)
+                p.grad = None
         return self
 
     # ------------------------------------------------------------- state dicts
@@ -110,9 +147,13 @@ class Module:
         """Copy arrays (NumPy, or anything np.asarray takes) into the parameters by name.
 
         Mis-shaped keys always raise; missing and unexpected keys raise when `strict`,
-        otherwise they are returned (as PyTorch)."""
+        otherwise they are returned (as PyTorch). Keys a module lists in
+        `ignored_state_keys` (PyTorch's BatchNorm `num_batches_tracked`) are accepted
+        and dropped."""
         own = dict(self.named_state())
-        given = {k: np.asarray(v) for k, v in state_dict.items()}
+        ignored = {f"{prefix}.{key}" if prefix else key for prefix, m in self.named_modules()
+                   for key in m.ignored_state_keys}
+        given = {k: np.asarray(v) for k, v in state_dict.items() if k not in ignored}
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
         misshaped = [f"{k}: checkpoint {given[k].shape}, model {own[k].shape}"
