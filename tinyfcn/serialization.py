@@ -137,44 +137,50 @@ SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
 
 
 def _load_safetensors(path: Path) -> dict:
-    """Every tensor of a .safetensors file. The byte ranges must tile the data exactly
-    (as the format requires), so no two names can share bytes and each is read once."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        (header_size,) = struct.unpack("<Q", f.read(8))
-        if header_size > min(size - 8, MAX_HEADER_BYTES):
-            raise ValueError(f"{path} is truncated or not a .safetensors file (a header of "
-                             f"{header_size} bytes in a file of {size})")
-        header = json.loads(f.read(header_size))
-        if not isinstance(header, dict):
-            raise ValueError(f"{path}: the .safetensors header is not a dict")
-        header.pop("__metadata__", None)
-        tensors, end = {}, 0
-        for name, entry in sorted(header.items(), key=lambda item: _byte_range(*item)):
-            begin, stop = _byte_range(name, entry)
-            dtype, shape = entry["dtype"], entry["shape"]
-            if dtype not in SAFETENSORS_DTYPES:
-                raise ValueError(f"tensor {name!r} has dtype {dtype}, which tinyfcn does not "
-                                 f"read (it reads {', '.join(SAFETENSORS_DTYPES)})")
-            if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
-                raise ValueError(f"tensor {name!r} has shape {shape!r}")
-            itemsize = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
-            if begin != end or stop - begin != itemsize * int(np.prod(shape, dtype=object)):
-                raise ValueError(f"tensor {name!r}: bytes {begin}..{stop} do not follow the "
-                                 f"previous tensor (ending at {end}) or do not hold {dtype} "
-                                 f"{shape}")
-            end = stop
-        if 8 + header_size + end != size:
-            raise ValueError(f"{path} is truncated or has trailing bytes (the header "
-                             f"describes {end} bytes of data)")
-        for name, entry in header.items():
-            begin, stop = _byte_range(name, entry)
-            f.seek(8 + header_size + begin)
-            array = np.frombuffer(f.read(stop - begin), SAFETENSORS_DTYPES[entry["dtype"]])
-            if entry["dtype"] == "BF16":  # the top half of a float32: widen exactly
+        index, data_start = _safetensors_index(f, path)
+        tensors = {}
+        for name, dtype, shape, begin, stop in index:
+            f.seek(data_start + begin)
+            array = np.frombuffer(f.read(stop - begin), SAFETENSORS_DTYPES[dtype])
+            if dtype == "BF16":  # the top half of a float32: widen exactly
                 array = (array.astype(np.uint32) << 16).view(np.float32)
-            tensors[name] = array.astype(array.dtype.newbyteorder("=")).reshape(entry["shape"])
+            tensors[name] = array.astype(array.dtype.newbyteorder("=")).reshape(shape)
     return tensors
+
+
+def _safetensors_index(f, path) -> tuple[list, int]:
+    """(name, dtype, shape, first byte, end byte) of every tensor, in file order, and where
+    the data starts; checked before anything is read: dtypes tinyfcn reads, and byte ranges
+    that tile the data exactly, as the format requires (no two names share bytes)."""
+    size = os.fstat(f.fileno()).st_size
+    (header_size,) = struct.unpack("<Q", f.read(8))
+    if header_size > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(f"{path} is truncated or not a .safetensors file (a header of "
+                         f"{header_size} bytes in a file of {size})")
+    header = json.loads(f.read(header_size))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the .safetensors header is not a dict")
+    header.pop("__metadata__", None)
+    index, end = [], 0
+    for begin, stop, name, entry in sorted((*_byte_range(k, v), k, v) for k, v in header.items()):
+        dtype, shape = entry.get("dtype"), entry.get("shape")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}, which tinyfcn does not read "
+                             f"(it reads {', '.join(SAFETENSORS_DTYPES)})")
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise ValueError(f"tensor {name!r} has shape {shape!r}")
+        nbytes = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize * int(np.prod(shape, dtype=object))
+        if begin != end or stop - begin != nbytes:
+            raise ValueError(f"tensor {name!r}: bytes {begin}..{stop} do not follow the "
+                             f"previous tensor's (ending at {end}) or do not hold {dtype} "
+                             f"{shape}")
+        index.append((name, dtype, shape, begin, stop))
+        end = stop
+    if 8 + header_size + end != size:
+        raise ValueError(f"{path} is truncated or has trailing bytes (its header describes "
+                         f"{end} bytes of data)")
+    return index, 8 + header_size
 
 
 def _byte_range(name, entry) -> tuple:

@@ -99,8 +99,8 @@ class _LazyTensor(NamedTuple):
         flat = storages[self.storage.key]
         offset, size, stride = _index(self.offset), _indices(self.size), _indices(self.stride)
         if None in (offset, size, stride) or len(size) != len(stride):
-            raise ValueError(f"{path}: a tensor with size {self.size!r}, stride "
-                             f"{self.stride!r} and offset {self.offset!r}")
+            raise ValueError(f"{path}: damaged checkpoint (a tensor of size {self.size!r}, "
+                             f"stride {self.stride!r}, offset {self.offset!r})")
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if offset > flat.size or (0 not in size and last >= flat.size):
             raise ValueError(f"{path}: a tensor of size {size} reaches outside its storage "
@@ -191,18 +191,18 @@ def _materialize(root, storages: dict, path):
     """`root` with every tensor an array. An object the pickle shares stays one object
     (30 nested lists that each hold the next twice are 600 bytes with 2^30 paths);
     cycles and nesting deeper than MAX_DEPTH are refused."""
-    built, open_ = {}, set()
+    built, visiting = {}, set()
 
     def build(obj, depth):
         if obj is None or isinstance(obj, (str, bytes, int, float)):
             return obj
         if id(obj) in built:
             return built[id(obj)]
-        if id(obj) in open_:
+        if id(obj) in visiting:
             raise ValueError(f"{path}: damaged checkpoint (an object contains itself)")
         if depth > MAX_DEPTH:
             raise ValueError(f"{path}: damaged checkpoint (nested deeper than {MAX_DEPTH})")
-        open_.add(id(obj))
+        visiting.add(id(obj))
         if isinstance(obj, _LazyTensor):
             result = obj.build(storages, path)
         elif isinstance(obj, dict):
@@ -215,7 +215,7 @@ def _materialize(root, storages: dict, path):
         else:
             raise ValueError(f"{path}: a checkpoint may hold only tensors, dicts, lists and "
                              f"plain values, not a {type(obj).__name__}")
-        open_.discard(id(obj))
+        visiting.discard(id(obj))
         built[id(obj)] = result
         return result
 
