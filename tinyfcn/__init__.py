@@ -17,7 +17,7 @@ _EXPORTS = {
     "concatenate": "tinyfcn.ops", "exp": "tinyfcn.ops", "log": "tinyfcn.ops",
     "pad": "tinyfcn.ops", "relu": "tinyfcn.ops", "sigmoid": "tinyfcn.ops",
     "sqrt": "tinyfcn.ops", "stack": "tinyfcn.ops", "tanh": "tinyfcn.ops",
-    "gradcheck": "tinyfcn.gradcheck",
+    "gradcheck": "tinyfcn.gradient_check",
     "get_rng_state": "tinyfcn.random", "manual_seed": "tinyfcn.random",
     "set_rng_state": "tinyfcn.random",
     "load": "tinyfcn.serialization", "save": "tinyfcn.serialization",

@@ -5,12 +5,19 @@ Layout of the file (an ordinary `.npz`): the arrays are entries a0, a1, ...; the
 entry `__tinyfcn__` holds a JSON header with the format version and the dict's
 structure, dicts as {"d": {...}}, arrays as {"a": i}, lists and JSON values as
 themselves (tuples load back as lists). Loading never unpickles: it reads only the
-entries the header names, each checked against the size its header declares.
+entries the header names, each once (a header may name one array many times: the
+places share it) and each checked against the size its header declares.
+
+`.safetensors` is read here too (an 8-byte header length, a JSON header of name ->
+dtype, shape and byte range, then the bytes), so that bfloat16 widens to float32 as
+in `.pth` files and every range is checked before it is read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -76,12 +83,19 @@ def _unflatten(node, read_array, version: int, depth: int = 0):
     raise ValueError(f"malformed header node {str(node)[:60]}")
 
 
+SAVE_SUFFIXES = (".npz", ".safetensors")
+
+
 def save(obj: dict, path) -> None:
     """Save a dict of arrays, nested dicts and JSON values to `path` (.npz), atomically; a
-    flat dict of arrays to a `.safetensors` path is written in that format."""
+    flat dict of arrays to a `.safetensors` path is written in that format. Any other
+    suffix (.pth: PyTorch files are read, never written) is refused."""
     if not isinstance(obj, dict):
         raise TypeError(f"save() takes a dict, got {type(obj).__name__}")
     path = Path(path)
+    if path.suffix not in SAVE_SUFFIXES:
+        raise ValueError(f"cannot save {path}: tinyfcn writes {' and '.join(SAVE_SUFFIXES)} "
+                         f"files (the suffix says which)")
     if path.suffix == ".safetensors":
         return _save_safetensors(obj, path)
     arrays: list = []
@@ -116,13 +130,65 @@ def _save_safetensors(obj: dict, path: Path) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+# safetensors dtype -> NumPy dtype (little-endian); BF16 is widened to float32
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+                      "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                      "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
 def _load_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is truncated or not a .safetensors file ({e})") from None
+    with open(path, "rb") as f:
+        index, data_start = _safetensors_index(f, path)
+        tensors = {}
+        for name, dtype, shape, begin, stop in index:
+            f.seek(data_start + begin)
+            array = np.frombuffer(f.read(stop - begin), SAFETENSORS_DTYPES[dtype])
+            if dtype == "BF16":  # the top half of a float32: widen exactly
+                array = (array.astype(np.uint32) << 16).view(np.float32)
+            tensors[name] = array.astype(array.dtype.newbyteorder("=")).reshape(shape)
+    return tensors
+
+
+def _safetensors_index(f, path) -> tuple[list, int]:
+    """(name, dtype, shape, first byte, end byte) of every tensor, in file order, and where
+    the data starts; checked before anything is read: dtypes tinyfcn reads, and byte ranges
+    that tile the data exactly, as the format requires (no two names share bytes)."""
+    size = os.fstat(f.fileno()).st_size
+    (header_size,) = struct.unpack("<Q", f.read(8))
+    if header_size > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(f"{path} is truncated or not a .safetensors file (a header of "
+                         f"{header_size} bytes in a file of {size})")
+    header = json.loads(f.read(header_size))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the .safetensors header is not a dict")
+    header.pop("__metadata__", None)
+    index, end = [], 0
+    for begin, stop, name, entry in sorted((*_byte_range(k, v), k, v) for k, v in header.items()):
+        dtype, shape = entry.get("dtype"), entry.get("shape")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}, which tinyfcn does not read "
+                             f"(it reads {', '.join(SAFETENSORS_DTYPES)})")
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise ValueError(f"tensor {name!r} has shape {shape!r}")
+        nbytes = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize * int(np.prod(shape, dtype=object))
+        if begin != end or stop - begin != nbytes:
+            raise ValueError(f"tensor {name!r}: bytes {begin}..{stop} do not follow the "
+                             f"previous tensor's (ending at {end}) or do not hold {dtype} "
+                             f"{shape}")
+        index.append((name, dtype, shape, begin, stop))
+        end = stop
+    if 8 + header_size + end != size:
+        raise ValueError(f"{path} is truncated or has trailing bytes (its header describes "
+                         f"{end} bytes of data)")
+    return index, 8 + header_size
+
+
+def _byte_range(name, entry) -> tuple:
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(n) is int for n in offsets) and 0 <= offsets[0] <= offsets[1]):
+        raise ValueError(f"tensor {name!r} has no valid data_offsets")
+    return tuple(offsets)
 
 
 def load(path) -> dict:
@@ -134,20 +200,31 @@ def load(path) -> dict:
         raise FileNotFoundError(f"no such checkpoint: {path}")
     if path.suffix in (".pth", ".pt"):
         return _load_torch(path)
-    if path.suffix == ".safetensors":
-        return _load_safetensors(path)
     try:
+        if path.suffix == ".safetensors":
+            return _load_safetensors(path)
         with zipfile.ZipFile(path) as archive:
             header = _read_header(archive, path)
             version = header.get("version")
             if version not in (1, VERSION):
                 raise ValueError(f"{path}: checkpoint format version {version} is not "
                                  f"supported (this tinyfcn reads versions 1 and {VERSION})")
-            return _unflatten(header["structure"], lambda name: _read_entry(archive, name, path),
-                              version)
+            arrays: dict = {}  # each entry read once, however often the header names it
+
+            def read_array(name):
+                if name not in arrays:
+                    arrays[name] = _read_entry(archive, name, path)
+                return arrays[name]
+
+            state = _unflatten(header["structure"], read_array, version)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} holds a {type(state).__name__}, not a dict (a "
+                             f"checkpoint or state dict)")
+        return state
     except zipfile.BadZipFile:
         raise ValueError(f"{path} is not a tinyfcn checkpoint (not an .npz file)") from None
-    except (EOFError, OSError, KeyError, RecursionError, zlib.error) as e:
+    except (EOFError, OSError, KeyError, RecursionError, zlib.error, struct.error,
+            UnicodeDecodeError) as e:
         raise ValueError(f"{path} is truncated or damaged ({type(e).__name__}: {e})") from None
     except ValueError as e:
         message = str(e)

@@ -52,8 +52,10 @@ class Tensor:
     """An n-dimensional array that records the operations applied to it.
 
     `Tensor(data, requires_grad=False)`: `data` is kept as given when it is a
-    NumPy array (float32 and float64 both work); Python numbers and lists
-    become float32.
+    NumPy array (float32 and float64 both work). Python values take PyTorch's
+    dtypes (`torch.tensor`): floats (and lists holding one) become float32, ints
+    int64, bools bool. An op refuses Tensors of two float dtypes (convert one:
+    there is no silent float32 -> float64 promotion).
     """
 
     __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
@@ -149,6 +151,12 @@ class Function:
         return cls(**params)(*inputs)
 
     def __call__(self, *inputs) -> Tensor:
+        floats = sorted({str(x.dtype) for x in inputs if isinstance(x, Tensor)
+                         and x.dtype.kind == "f"})
+        if len(floats) > 1:  # NumPy would promote, then backward fails on the dtypes
+            raise TypeError(f"{type(self).__name__}: inputs mix {' and '.join(floats)} "
+                            f"Tensors; convert one first (e.g. Tensor(x.data.astype(np."
+                            f"{floats[0]})))")
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         self.needs_grad = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad
                                 for x in inputs)  # all False under no_grad: nothing is kept

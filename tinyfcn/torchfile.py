@@ -15,21 +15,40 @@ Two layouts exist:
 
 In both, a tensor is `_rebuild_tensor_v2(storage, offset, size, stride, ...)`,
 with the storage a persistent reference ('storage', type, key, location, numel).
+
+The file is untrusted input, so the work and memory it can cause are bounded by
+what it legitimately holds:
+
+* every opcode of a pickle is walked (`pickletools.genops`) before it is run: an
+  unknown opcode, or a length beyond the end of the data, fails there (the C unpickler
+  would allocate a declared 1 TiB string before finding it missing);
+* storage sizes are checked against the bytes the file holds before anything is read;
+* every tensor is a read-only view of its storage, as `torch.load` shares storages:
+  views of one storage cost nothing, and an expanded tensor (stride 0) stays a view;
+* what the pickle shares (its memo) stays shared, cycles and deep nesting are refused;
+* the objects the reader hands the pickle are immutable (named tuples), so no opcode
+  (BUILD) can change how this or a later file is read.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import mmap
+import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a large model is a few MB
+MAX_DEPTH = 64               # nesting of dicts and lists (a state dict needs 2 or 3)
 
 # the storage types a checkpoint may name, and the NumPy dtype each holds
 STORAGE_DTYPES = {
@@ -40,48 +59,67 @@ STORAGE_DTYPES = {
 }
 
 
-class _StorageType:
-    def __init__(self, name: str):
-        self.name, self.dtype = name, STORAGE_DTYPES[name]
+class _StorageType(NamedTuple):
+    name: str
 
     @property
     def itemsize(self) -> int:
-        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+        dtype = STORAGE_DTYPES[self.name]
+        return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
     def decode(self, raw: bytes) -> np.ndarray:
-        if self.dtype == "bfloat16":  # the top half of a float32: widen exactly
+        dtype = STORAGE_DTYPES[self.name]
+        if dtype == "bfloat16":  # the top half of a float32: widen exactly
             halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32)
             return (halves << 16).view(np.float32)
-        return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        little = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+        return little.astype(little.dtype.newbyteorder("="), copy=False)
 
 
-class _StorageRef:
+class _StorageRef(NamedTuple):
     """A storage named by the pickle; its bytes are read once all of the pickle is known."""
+    kind: _StorageType
+    key: str
+    numel: int
 
-    def __init__(self, kind: _StorageType, key: str, numel: int):
-        self.kind, self.key, self.numel = kind, key, numel
 
-
-class _LazyTensor:
-    def __init__(self, storage, offset, size, stride):
-        if not isinstance(storage, _StorageRef):
-            raise pickle.UnpicklingError("a tensor without a storage")
-        self.storage, self.offset = storage, int(offset)
-        self.size, self.stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+class _LazyTensor(NamedTuple):
+    """`_rebuild_tensor_v2`'s arguments, checked when the storages are there."""
+    storage: object
+    offset: object
+    size: object
+    stride: object
 
     def build(self, storages: dict, path) -> np.ndarray:
+        if not isinstance(self.storage, _StorageRef):
+            raise ValueError(f"{path}: a tensor without a storage")
+        if self.storage.key not in storages:
+            raise ValueError(f"{path}: damaged checkpoint (storage {self.storage.key!r} "
+                             f"missing)")
         flat = storages[self.storage.key]
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)
-                                 if n > 0)
-        if any(s < 0 for s in self.stride) or self.offset < 0 or (
-                0 not in self.size and last >= flat.size):
-            raise ValueError(f"{path}: a tensor of size {self.size} reaches outside its "
-                             f"storage of {flat.size} elements")
-        if 0 in self.size:
-            return np.zeros(self.size, flat.dtype)
-        view = np.lib.stride_tricks.as_strided(
-            flat[self.offset:], self.size, [s * flat.itemsize for s in self.stride])
-        return view.astype(flat.dtype.newbyteorder("="), copy=True)  # own, native memory
+        offset, size, stride = _index(self.offset), _indices(self.size), _indices(self.stride)
+        if None in (offset, size, stride) or len(size) != len(stride):
+            raise ValueError(f"{path}: damaged checkpoint (a tensor of size {self.size!r}, "
+                             f"stride {self.stride!r}, offset {self.offset!r})")
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if offset > flat.size or (0 not in size and last >= flat.size):
+            raise ValueError(f"{path}: a tensor of size {size} reaches outside its storage "
+                             f"of {flat.size} elements")
+        # a view, never a copy: an expanded tensor (stride 0) stays as small as its storage
+        return np.lib.stride_tricks.as_strided(
+            flat[offset:], size, [s * flat.itemsize for s in stride], writeable=False)
+
+
+def _index(value):
+    """`value` if it is a non-negative int (not a bool), else None."""
+    return value if type(value) is int and value >= 0 else None
+
+
+def _indices(values):
+    if not isinstance(values, tuple) or len(values) > 32:
+        return None
+    values = tuple(_index(v) for v in values)
+    return None if None in values else values
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
@@ -92,19 +130,28 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
     return data  # an nn.Parameter: its tensor
 
 
+class _Call(NamedTuple):
+    """An allowed function as an object no opcode can change (BUILD on a plain function
+    could set its defaults for every later load)."""
+    function: Callable
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+
 ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _Call(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor"): _Call(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Call(_rebuild_parameter),
+    ("collections", "OrderedDict"): collections.OrderedDict,  # a built-in type: immutable
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
 }
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, path):
+    def __init__(self, file, path, storages: dict):
         super().__init__(file)
-        self.path, self.storages = path, {}
+        self.path, self.storages = path, storages
 
     def find_class(self, module, name):
         if (module, name) not in ALLOWED:
@@ -115,25 +162,64 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
-            raise pickle.UnpicklingError(f"{self.path}: unsupported reference {pid[:1]!r}")
-        kind, key, numel = pid[1], str(pid[2]), int(pid[4])
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+                and _index(pid[4]) is not None):
+            raise pickle.UnpicklingError(f"{self.path}: unsupported storage reference")
+        kind, key, numel = pid[1], pid[2], pid[4]
         if len(pid) > 5 and pid[5] is not None:
             raise pickle.UnpicklingError(f"{self.path}: storage views of the pre-1.0 format "
                                          f"are not supported")
-        if key not in self.storages:
-            self.storages[key] = _StorageRef(kind, key, numel)
-        return self.storages[key]
+        known = self.storages.setdefault(key, _StorageRef(kind, key, numel))
+        if known != (kind, key, numel):
+            raise pickle.UnpicklingError(f"{self.path}: storage {key!r} is named with two "
+                                         f"types or sizes")
+        return known
 
 
-def _build(obj, storages, path):
-    if isinstance(obj, _LazyTensor):
-        return obj.build(storages, path)
-    if isinstance(obj, dict):
-        return {k: _build(v, storages, path) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_build(v, storages, path) for v in obj)
-    return obj
+def _load_pickle(stream, path, storages: dict):
+    """The next pickle of `stream` (in memory or mapped, so a read never exceeds the data).
+    Its opcodes are walked first: that reads every argument, so an unknown opcode or a
+    length past the end fails before the unpickler allocates what the length says."""
+    start = stream.tell()
+    for _ in pickletools.genops(stream):
+        pass
+    stream.seek(start)
+    return _Unpickler(stream, path, storages).load()
+
+
+def _materialize(root, storages: dict, path):
+    """`root` with every tensor an array. An object the pickle shares stays one object
+    (30 nested lists that each hold the next twice are 600 bytes with 2^30 paths);
+    cycles and nesting deeper than MAX_DEPTH are refused."""
+    built, visiting = {}, set()
+
+    def build(obj, depth):
+        if obj is None or isinstance(obj, (str, bytes, int, float)):
+            return obj
+        if id(obj) in built:
+            return built[id(obj)]
+        if id(obj) in visiting:
+            raise ValueError(f"{path}: damaged checkpoint (an object contains itself)")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{path}: damaged checkpoint (nested deeper than {MAX_DEPTH})")
+        visiting.add(id(obj))
+        if isinstance(obj, _LazyTensor):
+            result = obj.build(storages, path)
+        elif isinstance(obj, dict):
+            bad = [k for k in obj if not isinstance(k, (str, int, float))]
+            if bad:
+                raise ValueError(f"{path}: a dict key of type {type(bad[0]).__name__}")
+            result = {k: build(v, depth + 1) for k, v in obj.items()}
+        elif type(obj) in (list, tuple):
+            result = type(obj)(build(v, depth + 1) for v in obj)
+        else:
+            raise ValueError(f"{path}: a checkpoint may hold only tensors, dicts, lists and "
+                             f"plain values, not a {type(obj).__name__}")
+        visiting.discard(id(obj))
+        built[id(obj)] = result
+        return result
+
+    return build(root, 0)
 
 
 def _read_zip(path: Path):
@@ -143,76 +229,68 @@ def _read_zip(path: Path):
         if len(pickles) != 1:
             raise ValueError(f"{path}: a zip file, but not a PyTorch checkpoint (no data.pkl)")
         prefix = pickles[0][:-len("data.pkl")]
-        if f"{prefix}byteorder" in names and archive.read(f"{prefix}byteorder") != b"little":
+        if (f"{prefix}byteorder" in names
+                and archive.open(f"{prefix}byteorder").read(16) != b"little"):
             raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])), path)
-        obj = unpickler.load()
+        info = archive.getinfo(pickles[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise ValueError(f"{path}: {pickles[0]} is {info.file_size} bytes, more than "
+                             f"a checkpoint's pickle ({MAX_PICKLE_BYTES})")
+        refs: dict = {}
+        obj = _load_pickle(io.BytesIO(archive.read(info)), path, refs)
         storages = {}
-        for key, ref in unpickler.storages.items():
-            raw = archive.read(f"{prefix}data/{key}")
-            storages[key] = _checked(ref, raw[:ref.numel * ref.kind.itemsize], path)
+        for key, ref in refs.items():
+            info = archive.getinfo(f"{prefix}data/{key}")
+            size = ref.numel * ref.kind.itemsize
+            if info.file_size != size:  # checked before anything is inflated
+                raise ValueError(f"{path}: storage {key} holds {info.file_size} bytes, the "
+                                 f"pickle says {ref.numel} elements ({size} bytes)")
+            storages[key] = ref.kind.decode(archive.open(info).read(size))
     return obj, storages
 
 
 def _read_legacy(path: Path):
-    with open(path, "rb") as f:
-        magic, protocol, info = (_Unpickler(f, path).load() for _ in range(3))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        magic, protocol, info = (_load_pickle(data, path, {}) for _ in range(3))
         if magic != LEGACY_MAGIC or protocol != LEGACY_PROTOCOL:
             raise ValueError(f"{path} is not a PyTorch checkpoint (wrong magic number)")
         if isinstance(info, dict) and not info.get("little_endian", True):
             raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        unpickler = _Unpickler(f, path)
-        obj = unpickler.load()
-        keys = _Unpickler(f, path).load()
+        refs: dict = {}
+        obj = _load_pickle(data, path, refs)
+        keys = _load_pickle(data, path, {})
         if not isinstance(keys, list):
             raise ValueError(f"{path}: damaged checkpoint (no storage list)")
         storages = {}
         for key in keys:
-            ref = unpickler.storages.get(str(key))
-            (count,) = struct.unpack("<q", f.read(8))
+            ref = refs.get(key)
+            (count,) = struct.unpack("<q", data.read(8))
             if ref is None or count != ref.numel:
                 raise ValueError(f"{path}: damaged checkpoint (storage {key} does not match "
                                  f"the pickle)")
-            storages[ref.key] = _checked(ref, f.read(count * ref.kind.itemsize), path)
+            size = count * ref.kind.itemsize
+            if size > len(data) - data.tell():
+                raise ValueError(f"{path} is truncated (storage {key} needs {size} bytes, "
+                                 f"{len(data) - data.tell()} are left)")
+            storages[key] = ref.kind.decode(data.read(size))
     return obj, storages
 
 
-def _checked(ref: _StorageRef, raw: bytes, path) -> np.ndarray:
-    if len(raw) != ref.numel * ref.kind.itemsize:
-        raise ValueError(f"{path} is truncated (storage {ref.key} has {len(raw)} of "
-                         f"{ref.numel * ref.kind.itemsize} bytes)")
-    return ref.kind.decode(raw)
-
-
 def read_torch_file(path) -> object:
-    """The object a `torch.save` file holds, with every tensor as a NumPy array (bfloat16
-    as float32). Raises ValueError naming the file if it is damaged, not a PyTorch file,
-    or names anything other than tensors, dicts and lists."""
+    """The object a `torch.save` file holds, with every tensor a read-only NumPy view of
+    its storage (bfloat16 widened to float32; copy an array to change it). Raises
+    ValueError naming the file if it is damaged, not a PyTorch file, or names anything
+    other than tensors, dicts and lists."""
     path = Path(path)
     try:
-        if zipfile.is_zipfile(path):
-            obj, storages = _read_zip(path)
-        else:
-            obj, storages = _read_legacy(path)
-    except pickle.UnpicklingError as e:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{path} is empty")
+        obj, storages = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+        return _materialize(obj, storages, path)
+    except (pickle.UnpicklingError, ValueError) as e:
         message = str(e)
         raise ValueError(message if str(path) in message else f"{path}: {message}") from None
     except (EOFError, struct.error, zipfile.BadZipFile, KeyError, TypeError,
-            AttributeError, IndexError) as e:
+            AttributeError, IndexError, OverflowError) as e:
         raise ValueError(f"{path} is truncated or not a PyTorch checkpoint "
                          f"({type(e).__name__}: {e})") from None
-    missing = {t.storage.key for t in _lazy_tensors(obj)} - set(storages)
-    if missing:
-        raise ValueError(f"{path}: damaged checkpoint (storages {sorted(missing)} missing)")
-    return _build(obj, storages, path)
-
-
-def _lazy_tensors(obj):
-    if isinstance(obj, _LazyTensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _lazy_tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _lazy_tensors(v)

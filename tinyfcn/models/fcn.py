@@ -57,7 +57,8 @@ class FCN(SegmentationModel):
         reads (.pth, .safetensors, .npz). features.N -> conv1_1 ... conv5_3; classifier.0 ->
         fc6 and classifier.3 -> fc7, each FC layer reshaped into the equivalent convolution
         (convolutionalization). Returns one "source -> target" line per copied array; raises
-        ValueError listing every missing or mis-shaped array, copying nothing."""
+        ValueError listing every missing or mis-shaped array, copying nothing: shapes must
+        match exactly (an FC weight may also be in its (out, in) layout)."""
         if isinstance(source, Module):
             state = source.state_dict()
         elif isinstance(source, dict):
@@ -76,8 +77,12 @@ class FCN(SegmentationModel):
                 problems.append(f"{src} is missing")
                 continue
             value = np.asarray(state[src].data if isinstance(state[src], Tensor) else state[src])
-            if value.size != own[dst].size:
-                problems.append(f"{src} has shape {value.shape}, {dst} needs {own[dst].shape}")
+            shape = own[dst].shape  # an FC weight (out, in) is convolutionalized by a reshape
+            fc_weight = src.startswith("classifier") and len(shape) == 4
+            linear = (shape[0], int(np.prod(shape[1:]))) if fc_weight else shape
+            if value.shape not in (shape, linear):
+                problems.append(f"{src} has shape {value.shape}, {dst} needs {shape}"
+                                + (f" or {linear}" if linear != shape else ""))
                 continue
             arrays[dst] = value.reshape(own[dst].shape).astype(own[dst].dtype)
         if problems:

@@ -1,5 +1,8 @@
 """`gradcheck`: compare an op's analytic backward with central differences in float64.
 
+(The module is not named `gradcheck`: `tinyfcn.gradcheck` is the function, whatever
+was imported first.)
+
 Anyone who adds an op should run it. It checks, for every input Tensor that
 requires grad:
 
@@ -57,12 +60,16 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
 
     `fn(*inputs)` must return a Tensor; `inputs` are Tensors (those with
     `requires_grad=True` are checked) or other arguments passed through.
-    Floating inputs are converted to float64.
+    Floating inputs are converted to float64; an input that requires grad must be floating.
     """
-    inputs = _as_float64(inputs)
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input has requires_grad=True")
+    for i in checked:
+        if inputs[i].dtype.kind != "f":  # a step of eps would round to 0: nothing checked
+            raise TypeError(f"gradcheck: input #{i} requires grad but has dtype "
+                            f"{inputs[i].dtype}; gradients are checked on floating inputs")
+    inputs = _as_float64(inputs)
     rng = np.random.default_rng(seed)
     out = fn(*inputs)
     if not isinstance(out, Tensor):
