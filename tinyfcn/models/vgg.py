@@ -45,10 +45,16 @@ def features_layout(backbone) -> list:
 def feature_layers(backbone) -> list:
     """torchvision's `features` as modules. Every conv is padded by 1 and every pooling
     rounds down, as in torchvision (conv1_1's padding of 100 and ceil pooling are FCN's)."""
-    return [ReLU() if layer is None
-            else MaxPool2d(layer.kernel_size, layer.stride) if layer.kind == "pool"
-            else Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=1)
-            for layer in features_layout(backbone)]
+    modules = []
+    for layer in features_layout(backbone):
+        if layer is None:
+            modules.append(ReLU())
+        elif layer.kind == "pool":
+            modules.append(MaxPool2d(layer.kernel_size, layer.stride))
+        else:
+            modules.append(Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                  padding=1))
+    return modules
 
 
 def conv_indices(backbone) -> list:
