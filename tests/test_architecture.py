@@ -124,6 +124,57 @@ def test_a_backward_that_keeps_the_contract_passes_gradcheck():
     assert tinyfcn.gradcheck(lambda a: Square.apply(a, result=lambda x, g: (2 * x * g,)), [x])
 
 
+class SquareAndCount(Function):
+    """x * x, and how many elements are positive: an auxiliary result beside the output."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x, np.count_nonzero(x > 0)
+
+    def backward(self, g):
+        return (2 * self.x * g,)
+
+
+def test_auxiliary_results_come_back_from_the_call_outside_the_graph():
+    x = Tensor(np.array([[-1.0, 2.0, 3.0]], np.float32), requires_grad=True)
+    y, positives = SquareAndCount.apply(x)
+    assert isinstance(y, Tensor) and y.requires_grad and positives == 2
+    y.backward(np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(x.grad, [[-2.0, 4.0, 6.0]])
+    with tinyfcn.no_grad():  # no graph recorded, the auxiliary result still returned
+        y, positives = SquareAndCount.apply(x)
+    assert y.creator is None and positives == 2
+
+
+def test_pooling_and_batch_norm_functions_return_their_switches_and_statistics():
+    from tinyfcn.functional.normalization import BatchNorm
+    from tinyfcn.functional.pooling import MaxPool2d
+
+    out, switches = MaxPool2d.apply(X, kernel=(2, 2), stride=(2, 2), padding=(0, 0),
+                                    out_hw=(3, 3))
+    np.testing.assert_array_equal(out.data, POOLED)
+    np.testing.assert_array_equal(switches, IDX)
+    weight, bias = np.ones(3, np.float32), np.zeros(3, np.float32)
+    out, mean, var = BatchNorm.apply(X, weight, bias, eps=1e-5, batch_stats=True)
+    np.testing.assert_allclose(mean, X.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var, X.var(axis=(0, 2, 3)), rtol=1e-5)  # biased, as used
+
+
+def test_conv_and_transposed_conv_share_their_arguments_weight_and_repr():
+    from tinyfcn import nn
+    conv = nn.Conv2d(3, 4, (3, 5), stride=2, padding=1, dilation=2, bias=False)
+    up = nn.ConvTranspose2d(4, 3, (3, 5), stride=2, padding=1, output_padding=1, dilation=2,
+                            bias=False)
+    assert conv.weight.shape == up.weight.shape == (4, 3, 3, 5)  # one matrix, read both ways
+    assert repr(conv) == ("Conv2d(3, 4, kernel_size=(3, 5), stride=(2, 2), padding=(1, 1), "
+                          "dilation=(2, 2), bias=False)")
+    assert repr(up) == ("ConvTranspose2d(4, 3, kernel_size=(3, 5), stride=(2, 2), "
+                        "padding=(1, 1), dilation=(2, 2), output_padding=(1, 1), bias=False)")
+    for layer in (nn.Conv2d, nn.ConvTranspose2d):
+        with pytest.raises(ValueError, match="stride must be >= 1"):
+            layer(1, 1, 3, stride=0)
+
+
 # ----------------------------------------------------------------- layering
 def run_python(code: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TINYFCN_DEFAULT_RUNTIME"}
@@ -192,15 +243,15 @@ def test_reference_crop_offsets_follow_from_the_layer_geometry(name, offsets):
 
 def test_coord_maps_compose_and_refuse_what_cannot_be_cropped():
     # a 3x3 conv with padding 1 keeps coordinates; a 2x2 pooling halves them, centred
-    assert geometry.chain(geometry.conv(3, 1, 1)) == geometry.IDENTITY
-    pool = geometry.chain(geometry.conv(2, 2))
+    assert geometry.IDENTITY.then(geometry.conv(3, 1, 1)) == geometry.IDENTITY
+    pool = geometry.IDENTITY.then(geometry.conv(2, 2))
     assert (pool.a, pool.b) == (2, 0.5)
-    up = geometry.chain(geometry.conv(2, 2), geometry.conv_transpose(4, 2, 1))
+    up = pool.then(geometry.conv_transpose(4, 2, 1))
     assert up == geometry.IDENTITY  # the lite x2 upsampling undoes the pooling exactly
     with pytest.raises(ValueError, match="different grids"):
         geometry.crop_offset(geometry.IDENTITY, pool)
     with pytest.raises(ValueError, match="not a whole"):
-        geometry.crop_offset(geometry.IDENTITY, geometry.chain(geometry.conv(2, 1)))
+        geometry.crop_offset(geometry.IDENTITY, geometry.IDENTITY.then(geometry.conv(2, 1)))
 
 
 # ----------------------------------------------------------------- predict

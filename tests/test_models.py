@@ -104,6 +104,36 @@ def test_build_from_config_round_trip(tmp_path):
     np.testing.assert_array_equal(model(x).data, again(x).data)
 
 
+def test_one_layer_table_builds_runs_copies_and_maps_the_encoder():
+    """Any table of layers gives an FCN encoder, torchvision's `features` and the index map
+    between them, and the geometry: all read from the one description."""
+    from dataclasses import replace
+
+    from tinyfcn import nn
+    from tinyfcn.models import backbones
+    from tinyfcn.models.vgg import conv_indices, feature_layers
+    table = (("conv1_1", 4), "pool1", ("conv2_1", 6), ("conv2_2", 5), "pool2")
+    backbone = replace(backbones.lite(fc_width=8), table=table)
+    assert [layer.name for layer in backbone.layers] == ["conv1_1", "pool1", "conv2_1",
+                                                         "conv2_2", "pool2", "fc6", "fc7"]
+    assert conv_indices(backbone) == [("conv1_1", 0), ("conv2_1", 3), ("conv2_2", 5)]
+    features = nn.Sequential(*feature_layers(backbone)).to(np.float64)
+    encoder = nn.Module()
+    backbones.add_encoder(encoder, backbone)
+    encoder.to(np.float64)
+    assert encoder.fc6.weight.shape == (8, 5, 3, 3)
+    for name, index in conv_indices(backbone):
+        getattr(encoder, name).weight.data = features[index].weight.data
+        getattr(encoder, name).bias.data = features[index].bias.data
+    x = np.random.default_rng(0).standard_normal((1, 3, 12, 16))
+    got = backbones.run_encoder(encoder, backbone, x, dropout=0.0, return_indices=True)
+    np.testing.assert_array_equal(got.pools["pool2"].data, features(x).data)
+    assert got.sizes == {"pool1": (12, 16), "pool2": (6, 8)}
+    assert got.switches["pool2"].shape == got.pools["pool2"].shape == (1, 5, 3, 4)
+    maps = backbone.coord_maps()  # pool2 is on a grid of stride 4, windows centred at 1.5
+    assert (maps["pool2"].a, maps["pool2"].b) == (4, 1.5) and maps["fc7"] == maps["pool2"]
+
+
 # ------------------------------------------------------------ the reference PyTorch port
 
 def _reference_fcn(torch, variant, n_class, fc_width):

@@ -1,4 +1,4 @@
-"""The README's tour and the docs' code run as written (the first code a newcomer copies never rots)."""
+"""The README's tour and the docs' code run as written (what a newcomer copies never rots)."""
 
 import re
 from pathlib import Path

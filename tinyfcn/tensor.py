@@ -138,7 +138,11 @@ class Function:
     Subclasses implement `forward(*arrays) -> array` and
     `backward(grad) -> tuple of gradients` (one per input, None where
     `self.needs_grad[i]` is False). State that backward needs is stored on
-    `self` in forward and released by `free()`.
+    `self` in forward and released by `free()`. A forward that also produces
+    auxiliary results (pooling switches, batch statistics) returns
+    `(array, *auxiliary)`; the call then returns `(Tensor, *auxiliary)`, the
+    auxiliary arrays as they are and outside the graph (no gradient flows
+    through them), so callers never read them off the Function.
     """
 
     inputs: tuple = ()
@@ -146,11 +150,11 @@ class Function:
     freed = False
 
     @classmethod
-    def apply(cls, *inputs, **params) -> Tensor:
+    def apply(cls, *inputs, **params):
         """Run the op on `inputs` (Tensors or arrays) with keyword `params` for its constructor."""
         return cls(**params)(*inputs)
 
-    def __call__(self, *inputs) -> Tensor:
+    def __call__(self, *inputs):
         floats = sorted({str(x.dtype) for x in inputs if isinstance(x, Tensor)
                          and x.dtype.kind == "f"})
         if len(floats) > 1:  # NumPy would promote, then backward fails on the dtypes
@@ -160,12 +164,14 @@ class Function:
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         self.needs_grad = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad
                                 for x in inputs)  # all False under no_grad: nothing is kept
-        out = Tensor(np.asarray(self.forward(*arrays)))
+        result = self.forward(*arrays)
+        out, auxiliary = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+        out = Tensor(np.asarray(out))
         if any(self.needs_grad):
             self.inputs = tuple(inputs)
             out.requires_grad = True
             out.creator = self
-        return out
+        return (out, *auxiliary) if auxiliary else out
 
     def forward(self, *arrays):
         raise NotImplementedError

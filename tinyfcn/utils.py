@@ -1,32 +1,15 @@
-"""Small helpers that layers, ops and users share."""
+"""`to_dot`: the autograd graph as Graphviz DOT text (draw it with `dot -Tpng`, or without
+Graphviz with `tinyfcn.plots.autograd_graph`)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-
-def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """(a, b) from an int or a pair of ints, each >= `minimum`; ValueError naming `name` if not."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        a, b = value
-        a, b = int(a), int(b)
-        if (a, b) != tuple(value):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if a < minimum or b < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return a, b
+from tinyfcn.tensor import Tensor
 
 
 def to_dot(tensor, name: str = "output") -> str:
     """The autograd graph that produced `tensor`, as Graphviz DOT text (render it with
     `dot -Tpng`): a box per tensor (shape, dtype; leaves that require grad in colour), an
     ellipse per operation, arrows in the direction of the forward pass."""
-    from tinyfcn.tensor import Tensor
-
     lines = ["digraph autograd {", '  rankdir="TB"; node [fontname="Helvetica"];']
     seen, stack = set(), [(tensor, name)]
 
@@ -55,3 +38,4 @@ def to_dot(tensor, name: str = "output") -> str:
             lines.append(f"  t{id(x)} -> f{id(fn)};")
     lines.append("}")
     return "\n".join(dict.fromkeys(lines))  # an op reached twice is drawn once
+

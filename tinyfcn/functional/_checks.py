@@ -1,4 +1,5 @@
-"""Argument validation shared by the functional ops: bad input fails here, never in a kernel."""
+"""Argument validation shared by the functional ops and the layers: bad input fails here,
+never in a kernel."""
 
 from __future__ import annotations
 
@@ -7,6 +8,22 @@ import numpy as np
 from tinyfcn.tensor import Tensor
 
 FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """(a, b) from an int or a pair of ints, each >= `minimum`; ValueError naming `name` if not."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    try:
+        a, b = value
+        a, b = int(a), int(b)
+        if (a, b) != tuple(value):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return a, b
 
 
 def check_float_nchw(x: Tensor, name: str) -> None:

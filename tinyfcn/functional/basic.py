@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from tinyfcn import random
-from tinyfcn.functional._checks import FLOAT_DTYPES
+from tinyfcn.functional._checks import FLOAT_DTYPES, pair
 from tinyfcn.ops import relu
 from tinyfcn.tensor import Function, as_tensor
-from tinyfcn.utils import pair
 
 
 class Dropout(Function):

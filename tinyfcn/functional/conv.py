@@ -31,10 +31,10 @@ from tinyfcn.functional._checks import (
     check_bias,
     check_float_nchw,
     check_same_dtype,
+    pair,
 )
 from tinyfcn.kernels import col2im, conv_out_size, conv_transpose_out_size, im2col, matmul
 from tinyfcn.tensor import Function, Tensor, as_tensor
-from tinyfcn.utils import pair
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,17 @@ class BatchNorm(Function):
         self.mean, self.var = mean, var  # used when not batch_stats (evaluation)
 
     def forward(self, x, weight, bias):
-        axes = (0, 2, 3)
+        """The normalised map, and the mean and (biased) variance it was normalised with:
+        auxiliary results (see `Function`), the batch's in training."""
+        axes, shape = (0, 2, 3), (1, -1, 1, 1)
         if self.batch_stats:
-            self.mean = x.mean(axis=axes)
-            self.var = x.var(axis=axes)                  # biased, as used to normalise
-        shape = (1, -1, 1, 1)
-        self.invstd = (1 / np.sqrt(self.var + x.dtype.type(self.eps))).astype(x.dtype)
-        self.xhat = (x - self.mean.reshape(shape)) * self.invstd.reshape(shape)
+            mean, var = x.mean(axis=axes), x.var(axis=axes)  # biased, as used to normalise
+        else:
+            mean, var = self.mean, self.var
+        self.invstd = (1 / np.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
+        self.xhat = (x - mean.reshape(shape)) * self.invstd.reshape(shape)
         self.weight = weight
-        return self.xhat * weight.reshape(shape) + bias.reshape(shape)
+        return self.xhat * weight.reshape(shape) + bias.reshape(shape), mean, var
 
     def backward(self, g):
         axes, shape = (0, 2, 3), (1, -1, 1, 1)
@@ -62,18 +64,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"{name} must be a float array or Tensor of shape ({C},), got "
                              f"{type(a).__name__} of shape {np.shape(a)}")
     if not training:
-        return BatchNorm.apply(x, w, b, eps=eps, batch_stats=False,
-                               mean=mean.astype(x.dtype, copy=False),
-                               var=var.astype(x.dtype, copy=False))
+        out, _, _ = BatchNorm.apply(x, w, b, eps=eps, batch_stats=False,
+                                    mean=mean.astype(x.dtype, copy=False),
+                                    var=var.astype(x.dtype, copy=False))
+        return out
     M = x.size // max(C, 1)
     if M < 2:
         raise ValueError(f"batch_norm in training needs more than one value per channel, "
                          f"got input of shape {x.shape}")
-    fn = BatchNorm(eps=eps, batch_stats=True)
-    out = fn(x, w, b)
+    out, batch_mean, batch_var = BatchNorm.apply(x, w, b, eps=eps, batch_stats=True)
     m = mean.dtype.type(momentum)
     mean *= 1 - m
-    mean += m * fn.mean
+    mean += m * batch_mean
     var *= 1 - m
-    var += m * fn.var * (M / (M - 1))
+    var += m * batch_var * (M / (M - 1))
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyfcn.functional._checks import check_float_nchw
+from tinyfcn.functional._checks import check_float_nchw, pair
 from tinyfcn.kernels import (
     conv_transpose_out_size,
     max_pool2d_2x2,
@@ -19,7 +19,6 @@ from tinyfcn.kernels import (
 from tinyfcn.kernels import max_pool2d as max_pool2d_kernel
 from tinyfcn.kernels import max_unpool2d as max_unpool2d_kernel
 from tinyfcn.tensor import Function, Tensor, as_tensor
-from tinyfcn.utils import pair
 
 
 class MaxPool2d(Function):
@@ -27,6 +26,7 @@ class MaxPool2d(Function):
         self.kernel, self.stride, self.padding, self.out_hw = kernel, stride, padding, out_hw
 
     def forward(self, x):
+        """The pooled map and its switches (an auxiliary result, see `Function`)."""
         self.in_hw = x.shape[2:]
         x = np.ascontiguousarray(x)
         if (self.kernel, self.stride, self.padding) == ((2, 2), (2, 2), (0, 0)) and \
@@ -35,7 +35,7 @@ class MaxPool2d(Function):
         else:
             out, self.switches = max_pool2d_kernel(x, *self.kernel, *self.stride,
                                                    *self.padding, *self.out_hw)
-        return out
+        return out, self.switches
 
     def backward(self, g):
         return (max_pool2d_backward(np.ascontiguousarray(g), self.switches, *self.in_hw),)
@@ -58,12 +58,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     if min(out_hw) < 1:
         raise ValueError(f"kernel_size {kernel} is larger than the padded input "
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]} (input {H}x{W})")
-    fn = MaxPool2d(kernel, stride, padding, out_hw)
-    out = fn(x)
+    out, switches = MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding,
+                                    out_hw=out_hw)
     if not return_indices:
         return out
     # a copy: the backward keeps its own switches, whatever a caller does with these
-    return out, Tensor(fn.switches.copy())
+    return out, Tensor(switches.copy())
 
 
 class MaxUnpool2d(Function):

@@ -8,9 +8,32 @@ epochs of the default run)."""
 from __future__ import annotations
 
 from tinyfcn import functional as F
-from tinyfcn.models.backbones import add_encoder, make_backbone
+from tinyfcn.models.backbones import (
+    Backbone,
+    Layer,
+    add_conv,
+    add_encoder,
+    make_backbone,
+    run_conv,
+)
 from tinyfcn.models.base import SegmentationModel
-from tinyfcn.nn import BatchNorm2d, Conv2d
+from tinyfcn.nn import Conv2d
+
+
+def decoder_layers(backbone: Backbone) -> list:
+    """The decoder, the encoder read backwards: deconv_fc takes fc7 back to pool5's width;
+    then each pooling, from the last, is undone (its own `Layer` here: unpooled on its
+    switches) and followed by two 3x3 convs, the second ending at the width of the block
+    below."""
+    pools = [layer for layer in backbone.layers if layer.kind == "pool"]
+    layers = [Layer("deconv_fc", "conv", backbone.fc_width, pools[-1].out_channels, 1)]
+    for b in range(len(pools), 0, -1):
+        width = pools[b - 1].out_channels
+        below = pools[b - 2].out_channels if b > 1 else width
+        layers += [pools[b - 1],
+                   Layer(f"deconv{b}_1", "conv", width, width, 3, padding=1),
+                   Layer(f"deconv{b}_2", "conv", width, below, 3, padding=1)]
+    return layers
 
 
 class DeconvNet(SegmentationModel):
@@ -25,32 +48,22 @@ class DeconvNet(SegmentationModel):
         self.config = {"model": "deconvnet", "num_classes": num_classes, "backbone": backbone,
                        "fc_width": self.backbone.fc_width, "dropout": dropout}
         add_encoder(self, self.backbone, batch_norm=True)
-        widths = [w for w, _ in self.backbone.blocks]
-        # back from fc7 to the width of pool5, then per block: unpool, two 3x3 convs that end
-        # at the width of the block below (mirror of the encoder)
-        self._decoder_conv("deconv_fc", self.backbone.fc_width, widths[-1], 1)
-        for b in range(len(widths), 0, -1):
-            out = widths[b - 2] if b > 1 else widths[0]
-            self._decoder_conv(f"deconv{b}_1", widths[b - 1], widths[b - 1], 3)
-            self._decoder_conv(f"deconv{b}_2", widths[b - 1], out, 3)
-        self.score = Conv2d(widths[0], num_classes, 1)
-
-    def _decoder_conv(self, name, c_in, c_out, k):
-        """A conv (no bias: batch norm's shift replaces it) and its batch norm `<name>_bn`."""
-        setattr(self, name, Conv2d(c_in, c_out, k, padding=k // 2, bias=False))
-        setattr(self, f"{name}_bn", BatchNorm2d(c_out))
-
-    def _decode(self, name, h):
-        return F.relu(getattr(self, f"{name}_bn")(getattr(self, name)(h)))
+        self.decoder = decoder_layers(self.backbone)
+        for layer in self.decoder:
+            if layer.kind == "conv":
+                add_conv(self, layer, batch_norm=True)
+        self.score = Conv2d(self.decoder[-1].out_channels, num_classes, 1)
 
     def forward(self, x):
         x, (H, W) = self.pad_input(x)
         features = self.encode(x, return_indices=True)
-        h = self._decode("deconv_fc", features.fc7)
-        for b in range(len(features.switches), 0, -1):
-            h = F.max_unpool2d(h, features.switches[b - 1], 2, 2,
-                               output_size=features.sizes[b - 1])
-            h = self._decode(f"deconv{b}_2", self._decode(f"deconv{b}_1", h))
+        h = features.fc7
+        for layer in self.decoder:
+            if layer.kind == "pool":  # each value back where that pooling found its maximum
+                h = F.max_unpool2d(h, features.switches[layer.name], layer.kernel_size,
+                                   layer.stride, output_size=features.sizes[layer.name])
+            else:
+                h = run_conv(self, layer, h)
         return F.crop(self.score(h), 0, (H, W))
 
 

@@ -90,11 +90,10 @@ class FCN(SegmentationModel):
         self.load_state_dict(arrays, strict=False)
         return [f"{src} -> {dst}" for src, dst in pairs]
 
-    def _score(self, pool: int) -> Conv2d:
-        """Class scores from pool3 or pool4: a 1x1 conv, zero-initialised (the reference's
+    def _score(self, pool: str) -> Conv2d:
+        """Class scores from "pool3" or "pool4": a 1x1 conv, zero-initialised (the reference's
         choice: the skip starts contributing nothing and learns what to add)."""
-        width = self.backbone.blocks[pool - 1][0]
-        layer = Conv2d(width, self.num_classes, 1)
+        layer = Conv2d(self.backbone.layer(pool).out_channels, self.num_classes, 1)
         init.zeros_(layer.weight)
         return layer
 
@@ -148,7 +147,7 @@ class FCN16s(FCN):
     def __init__(self, num_classes: int = 21, backbone: str = "vgg16", fc_width=None,
                  dropout=None, at_once: bool = False):
         super().__init__(num_classes, backbone, fc_width, dropout, at_once)
-        self.score_pool4 = self._score(4)
+        self.score_pool4 = self._score("pool4")
         self.upscore2 = self._upsample(2)
         self.upscore16 = self._upsample(16)
         self.crop_offsets = self._crop_offsets([("score_pool4", self.upscore2, "pool4"),
@@ -176,8 +175,8 @@ class FCN8s(FCN):
     def __init__(self, num_classes: int = 21, backbone: str = "vgg16", fc_width=None,
                  dropout=None, at_once: bool = False):
         super().__init__(num_classes, backbone, fc_width, dropout, at_once)
-        self.score_pool4 = self._score(4)
-        self.score_pool3 = self._score(3)
+        self.score_pool4 = self._score("pool4")
+        self.score_pool3 = self._score("pool3")
         self.upscore2 = self._upsample(2)
         self.upscore_pool4 = self._upsample(2)
         self.upscore8 = self._upsample(8)

@@ -50,14 +50,6 @@ def conv_transpose(kernel: int, stride: int = 1, padding: int = 0,
     return CoordMap(1 / forward.a, -forward.b / forward.a)
 
 
-def chain(*layers: CoordMap) -> CoordMap:
-    """The map of the last layer's output, the layers given from the input on."""
-    total = IDENTITY
-    for layer in layers:
-        total = total.then(layer)
-    return total
-
-
 def crop_offset(reference: CoordMap, other: CoordMap) -> int:
     """Pixels to crop from the start of `other` so that it lines up with `reference`."""
     if reference.a != other.a:

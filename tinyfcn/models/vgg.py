@@ -29,26 +29,38 @@ def torchvision_preprocess(images):
                       images)
 
 
+def features_layout(backbone) -> list:
+    """torchvision's `features` in order, as the encoder's layers: each 3x3 conv followed by
+    its ReLU (None here), each pooling alone, so a layer's position is its index in
+    torchvision's state dict (conv1_1 is features.0, conv1_2 features.2, pool1 features.4)."""
+    layout = []
+    for layer in backbone.layers:
+        if layer.kind == "conv":
+            layout += [layer, None]
+        elif layer.kind == "pool":
+            layout.append(layer)
+    return layout
+
+
 def feature_layers(backbone) -> list:
-    """torchvision's `features`: per block (3x3 conv, ReLU) x depth, then 2x2 max pooling."""
-    layers, in_ch = [], 3
-    for width, depth in backbone.blocks:
-        for _ in range(depth):
-            layers += [Conv2d(in_ch, width, 3, padding=1), ReLU()]
-            in_ch = width
-        layers.append(MaxPool2d(2, 2))
-    return layers
+    """torchvision's `features` as modules. Every conv is padded by 1 and every pooling
+    rounds down, as in torchvision (conv1_1's padding of 100 and ceil pooling are FCN's)."""
+    modules = []
+    for layer in features_layout(backbone):
+        if layer is None:
+            modules.append(ReLU())
+        elif layer.kind == "pool":
+            modules.append(MaxPool2d(layer.kernel_size, layer.stride))
+        else:
+            modules.append(Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                  padding=1))
+    return modules
 
 
 def conv_indices(backbone) -> list:
     """(FCN name, torchvision index) of every 3x3 conv: conv1_1 <-> features.0, ..."""
-    pairs, index = [], 0
-    for b, (_, depth) in enumerate(backbone.blocks, start=1):
-        for i in range(1, depth + 1):
-            pairs.append((f"conv{b}_{i}", index))
-            index += 2  # conv, ReLU
-        index += 1      # pooling
-    return pairs
+    return [(layer.name, index) for index, layer in enumerate(features_layout(backbone))
+            if layer is not None and layer.kind == "conv"]
 
 
 class VGG(Module):
@@ -63,10 +75,10 @@ class VGG(Module):
         self.num_classes = num_classes
         self.config = {"model": "vgg", "num_classes": num_classes, "backbone": backbone,
                        "fc_width": self.backbone.fc_width, "dropout": dropout}
-        k, width = self.backbone.fc6_kernel, self.backbone.blocks[-1][0]
+        fc6 = self.backbone.layer("fc6")  # the first FC layer, as FCN writes it
+        k, width, fc = fc6.kernel_size, fc6.in_channels, fc6.out_channels
         self.map_size = k                          # what the first FC layer reads
-        self.input_size = k * 2 ** len(self.backbone.blocks)
-        fc = self.backbone.fc_width
+        self.input_size = k * int(self.backbone.coord_maps()["pool5"].a)  # pool5's stride
         self.features = Sequential(*feature_layers(self.backbone))
         self.classifier = Sequential(Linear(width * k * k, fc), ReLU(), Dropout(dropout),
                                      Linear(fc, fc), ReLU(), Dropout(dropout),
@@ -100,7 +112,7 @@ class FullyConvVGG(Module):
 
     def __init__(self, vgg: VGG):
         fc1, fc2, fc3 = vgg.classifier[0], vgg.classifier[3], vgg.classifier[6]
-        width, k = vgg.backbone.blocks[-1][0], vgg.map_size
+        width, k = vgg.backbone.layer("fc6").in_channels, vgg.map_size
         self.backbone, self.num_classes = vgg.backbone, vgg.num_classes
         self.features = copy.deepcopy(vgg.features)
         self.classifier = Sequential(

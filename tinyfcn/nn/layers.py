@@ -5,22 +5,46 @@ from __future__ import annotations
 import numpy as np
 
 from tinyfcn import functional as F
+from tinyfcn.functional._checks import pair
 from tinyfcn.nn import init
 from tinyfcn.nn.module import Buffer, Module, Parameter
 from tinyfcn.tensor import Tensor
-from tinyfcn.utils import pair
 
 
-class Conv2d(Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, dtype=np.float32):
+class _ConvBase(Module):
+    """What Conv2d and ConvTranspose2d share, as PyTorch's `_ConvNd`: the arguments, a
+    Kaiming-initialised weight, an optional bias and the repr. The weight is the same matrix
+    for both, read in opposite directions: (C_out, C_in, kH, kW) for a convolution,
+    (C_in, C_out, kH, kW) for the transposed one."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 transposed, output_padding, bias, dtype):
         kH, kW = pair(kernel_size, "kernel_size", 1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = (kH, kW), pair(stride, "stride", 1)
         self.padding, self.dilation = pair(padding, "padding", 0), pair(dilation, "dilation", 1)
-        self.weight = Parameter(np.empty((out_channels, in_channels, kH, kW), dtype=dtype))
+        self.transposed = transposed
+        self.output_padding = pair(output_padding, "output_padding", 0)
+        channels = (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        self.weight = Parameter(np.empty((*channels, kH, kW), dtype=dtype))
         init.kaiming_normal_(self.weight)
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            text += f", output_padding={self.output_padding}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv2d(_ConvBase):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         False, 0, bias, dtype)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
@@ -49,11 +73,6 @@ class Conv2d(Module):
             conv.bias.data = b
         return conv
 
-    def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}"
-                + ("" if self.bias is not None else ", bias=False"))
-
 
 class Linear(Module):
     """y = x @ weight.T + bias over the last axis; weight (out_features, in_features)."""
@@ -73,27 +92,15 @@ class Linear(Module):
                 + ("" if self.bias is not None else ", bias=False"))
 
 
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_ConvBase):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, bias=True, dilation=1, dtype=np.float32):
-        kH, kW = pair(kernel_size, "kernel_size", 1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = (kH, kW), pair(stride, "stride", 1)
-        self.padding = pair(padding, "padding", 0)
-        self.output_padding = pair(output_padding, "output_padding", 0)
-        self.dilation = pair(dilation, "dilation", 1)
-        self.weight = Parameter(np.empty((in_channels, out_channels, kH, kW), dtype=dtype))
-        init.kaiming_normal_(self.weight)
-        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         True, output_padding, bias, dtype)
 
     def forward(self, x):
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
                                   self.output_padding, self.dilation)
-
-    def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}"
-                + ("" if self.bias is not None else ", bias=False"))
 
 
 class BatchNorm2d(Module):
