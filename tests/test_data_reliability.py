@@ -202,6 +202,38 @@ def test_exif_orientation_is_applied_in_every_format_that_carries_it(tmp_path, s
     assert read_image(path).shape == (12, 10, 3)
 
 
+def test_a_garbled_exif_tag_does_not_cost_the_picture(tmp_path):
+    # orientation 6 beside tag 0x0143 (a number) stored as the text "Canon": rewriting this
+    # EXIF block (as ImageOps.exif_transpose does) raises struct.error
+    exif = bytes.fromhex("4578696600004d4d002a000000080003014300020000000600000032011000020000"
+                         "0002580000000112000300000001000600000000000043616e6f6e00")
+    path = tmp_path / "camera.png"
+    path.write_bytes(encoded(np.zeros((10, 12, 3), np.uint8), "PNG", exif=exif))
+    assert read_image(path).shape == (12, 10, 3)
+
+
+def test_a_tiff_whose_tag_lies_about_its_type_is_one_error_naming_the_file(tmp_path):
+    width, height = 4, 3
+    pixels = bytes(range(width * height * 3))
+
+    def tiff(strip_offsets_type):  # a minimal RGB TIFF: header, pixels, one directory
+        entries = [(256, 3, width), (257, 3, height), (258, 3, 8), (259, 3, 1), (262, 3, 2),
+                   (273, strip_offsets_type, 8), (277, 3, 3), (278, 3, height),
+                   (279, 4, len(pixels))]
+        directory = struct.pack("<H", len(entries)) + b"".join(
+            struct.pack("<HHI", tag, kind, 1)
+            + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+            for tag, kind, value in entries) + bytes(4)
+        return b"II*\0" + struct.pack("<I", 8 + len(pixels)) + pixels + directory
+
+    path = tmp_path / "scan.tif"
+    path.write_bytes(tiff(strip_offsets_type=4))  # LONG, as it should be
+    assert read_image(path).ravel().tolist() == list(pixels)
+    path.write_bytes(tiff(strip_offsets_type=2))  # ASCII: the offset is text
+    with pytest.raises(DataError, match="scan.tif: cannot read image"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("suffix", [".bmp", ".gif", ".tif", ".webp"])
 def test_damaged_files_of_every_format_are_one_error_naming_the_file(tmp_path, suffix):
     rng = np.random.default_rng(0)
