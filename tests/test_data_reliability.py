@@ -302,3 +302,17 @@ def test_check_data_names_a_utf16_split_file_instead_of_crashing(tmp_path, capsy
     assert check_data([str(root)]) == 2
     err = capsys.readouterr().err
     assert "train.txt: is UTF-16 text; save it as UTF-8" in err and "Traceback" not in err
+
+
+def test_training_names_a_split_file_in_another_encoding(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_voc_subset.py"
+    spec = importlib.util.spec_from_file_location("train_voc_subset", script)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    root = write_voc_fixture(tmp_path / "voc", n=2)
+    split = root / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_bytes(split.read_text().encode("utf-16"))
+    assert train.main(["--voc-root", str(root), "--out", str(tmp_path / "run")]) == 2
+    assert "train.txt: is UTF-16 text; save it as UTF-8" in capsys.readouterr().err
