@@ -54,6 +54,8 @@ def _decode(path, im, what: str, convert):
         with im:
             im.load()
             return convert(im)
+    except DataError:  # already names the file
+        raise
     except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from None
 
@@ -127,7 +129,11 @@ def read_label_and_decoding(path, colours=None, void_colour=(0, 0, 0)):
         if im.mode == "L" or colours is None or _indices_are_classes(im, indices, colours):
             return indices, INDICES
         rgb = np.asarray(im.convert("RGB"))
-        return decode_colour_label(path, rgb, colours, void_colour), INDEXED_COLORS
+        try:
+            return decode_colour_label(path, rgb, colours, void_colour), INDEXED_COLORS
+        except DataError as e:  # say why the indices were not taken as the classes
+            raise DataError(f"{e}; it is a palette PNG whose palette differs from "
+                            f"palette.txt, so it is read by colour") from None
 
     return _decode(path, im, "label", decode)
 
