@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from tinyfcn.data import DataError, VOCSegmentation, colorize, read_label, synthetic, write_label
+from tinyfcn.data.image_io import write_image
 from tinyfcn.data.loader import epoch_batches, subset_ids
-from tinyfcn.data.palette import write_image
 from tinyfcn.data.transforms import TrainAugment, random_crop, random_hflip, resize
 from tinyfcn.metrics import confusion_matrix, scores
 

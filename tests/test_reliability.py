@@ -205,15 +205,16 @@ def image_bytes(fmt, size=(12, 10), exif=None):
     return buffer.getvalue()
 
 
-def test_only_jpeg_and_png_are_opened_and_huge_images_are_refused(tmp_path, monkeypatch):
-    from tinyfcn.data import DataError, palette, read_image
-    gif = tmp_path / "photo.jpg"
-    gif.write_bytes(image_bytes("GIF"))
-    with pytest.raises(DataError, match="not a JPEG or PNG"):
-        read_image(gif)
+def test_only_the_listed_formats_are_opened_and_huge_images_are_refused(tmp_path,
+                                                                       monkeypatch):
+    from tinyfcn.data import DataError, image_io, read_image
+    pcx = tmp_path / "photo.jpg"
+    pcx.write_bytes(image_bytes("PCX"))
+    with pytest.raises(DataError, match="not a JPEG, PNG, BMP, GIF, TIFF or WEBP file"):
+        read_image(pcx)
     big = tmp_path / "big.png"
     big.write_bytes(image_bytes("PNG", size=(400, 300)))
-    monkeypatch.setattr(palette, "MAX_PIXELS", 100_000)
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 100_000)
     with pytest.raises(DataError, match="400 x 300 pixels, more than 100,000"):
         read_image(big)
 

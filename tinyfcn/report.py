@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyfcn import plots
-from tinyfcn.data.palette import write_image
+from tinyfcn.data.image_io import write_image
 from tinyfcn.fileio import atomic_write
 
 LOG_FIELDS = ["kind", "epoch", "step", "loss", "lr", "seconds", "images_per_s",

@@ -1,12 +1,14 @@
 """Validate a whole VOC-layout folder: `tinyfcn-check-data ROOT` or
 `python -m tinyfcn.data.check ROOT`. Reads every listed sample once and prints a
-report: per split the number of images, bad files with the reason, image sizes
-and the share of pixels per class. Exits 1 if any file is bad."""
+report: per split the number of images, bad files with the reason, image sizes,
+how the label files were decoded and the share of pixels per class. Exits 1 if any
+file is bad."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +41,19 @@ def without_bad_files(dataset, ids) -> tuple[Subset, list]:
 def check_split(root: Path, split: str) -> dict:
     ds = VOCSegmentation(root, split)
     counts = np.zeros(ds.num_classes + 1, np.int64)  # last: void
-    sizes, bad = [], []
+    sizes, bad, decodings = [], [], Counter()
     for i in range(len(ds)):
         try:
-            image, label = ds[i]
+            image, label, decoding = ds.read_sample(i)
         except DataError as e:
             bad.append(str(e))
             continue
         sizes.append(label.shape)
+        decodings[decoding] += 1
         counts += np.bincount(np.where(label == VOID, ds.num_classes, label).ravel(),
                               minlength=ds.num_classes + 1)
     return {"split": split, "images": len(ds), "bad": bad, "sizes": sizes,
-            "class_names": ds.class_names, "pixels": counts,
+            "class_names": ds.class_names, "pixels": counts, "decodings": decodings,
             "assumed_voc": not ds.has_class_names}
 
 
@@ -64,6 +67,8 @@ def print_report(report: dict) -> None:
         h = [s[0] for s in report["sizes"]]
         w = [s[1] for s in report["sizes"]]
         print(f"  sizes: height {min(h)}-{max(h)}, width {min(w)}-{max(w)}")
+        print("  labels read as: " + ", ".join(
+            f"{decoding} ({n} files)" for decoding, n in sorted(report["decodings"].items())))
         total = report["pixels"].sum()
         shares = [f"{name} {n / total:.1%}" for name, n in
                   zip([*report["class_names"], "void"], report["pixels"])]

@@ -11,8 +11,9 @@ and thin bars, a cluttered textured background, and a void band (255) along
 object borders as in VOC. Image sizes vary.
 
 `ensure(root)` generates the set once, verifies it against its manifest on
-later calls and regenerates it if anything is missing or damaged. Generation
-is deterministic: the same seed writes the same files.
+later calls and regenerates it if anything is missing or damaged, but never
+over a file the manifest does not name or one a user has changed (it refuses,
+naming them). Generation is deterministic: the same seed writes the same files.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from tinyfcn.data.errors import DataError
-from tinyfcn.data.palette import VOID, write_image, write_label
+from tinyfcn.data.image_io import read_image, read_label, write_image, write_label
+from tinyfcn.data.palette import VOID
+from tinyfcn.data.text import read_lines
 from tinyfcn.fileio import atomic_write
 
 GENERATOR_VERSION = 2
@@ -225,7 +228,7 @@ def _is_ours(name: str, root_name: str, kind: str) -> bool:
 
 def _check_replaceable(root: Path) -> None:
     """Generate only into a missing or empty folder, or over a data set generated here
-    (it holds our manifest): never replace what a user put there."""
+    whose every file is one we wrote: never replace what a user put there or changed."""
     if not root.exists():
         return
     if not root.is_dir():
@@ -233,14 +236,54 @@ def _check_replaceable(root: Path) -> None:
                         f"data set there")
     if not any(root.iterdir()):
         return
+    theirs = _not_ours(root)
+    if theirs:
+        named = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3
+                                         else "")
+        raise DataError(f"{root} holds files that tinyfcn did not generate or that were "
+                        f"changed since ({named}): refusing to replace them with the built-in "
+                        f"data set (move them out, use an empty or new --data-dir, or train on "
+                        f"the folder as it is with --voc-root)")
+
+
+def _not_ours(root: Path) -> list:
+    """What in `root` tinyfcn did not write as it is: files and folders its manifest does not
+    name, and named files that differ from what we wrote but still read (an edited split
+    list, a relabelled mask). A named file that no longer reads is damage: ours to rewrite."""
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        if isinstance(manifest, dict) and "generator_version" in manifest:
-            return
-    except (OSError, ValueError):
-        pass
-    raise DataError(f"{root} holds files that tinyfcn did not generate: refusing to replace "
-                    f"them with the built-in data set (use an empty or new --data-dir)")
+        files = json.loads((root / "manifest.json").read_text())["files"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError("no files")
+    except (OSError, ValueError, KeyError, TypeError):
+        return sorted(p.name for p in root.iterdir())  # no manifest of ours: nothing is ours
+    folders = {str(parent) for name in files for parent in Path(name).parents}
+    theirs = []
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder).relative_to(root)
+        theirs += [str(here / d) + "/" for d in subfolders if str(here / d) not in folders]
+        subfolders[:] = [d for d in subfolders if str(here / d) in folders]
+        for name in names:
+            relative = str(here / name)
+            if relative == "manifest.json":
+                continue
+            if relative not in files or (_sha256(root / relative) != files[relative]
+                                         and _still_reads(root / relative)):
+                theirs.append(relative)
+    return sorted(theirs)
+
+
+def _still_reads(path: Path) -> bool:
+    """True if `path` (a file we wrote that has changed) still reads as its kind of file."""
+    try:
+        if path.suffix == ".jpg":
+            read_image(path)
+        elif path.suffix == ".png":
+            read_label(path)
+        else:
+            read_lines(path)
+    except DataError:
+        return False
+    return True
 
 
 def verify(root, sizes=None, seed: int = 0) -> bool:

@@ -1,12 +1,12 @@
 """`VOCSegmentation`: any data set in the PASCAL VOC segmentation layout.
 
-    root/JPEGImages/<id>.jpg               or .jpeg or .png
+    root/JPEGImages/<id>.jpg               or .jpeg, .png, ... (image_io.IMAGE_SUFFIXES)
     root/SegmentationClass/<id>.png        palette PNG: class index per pixel, 255 = void
     root/ImageSets/Segmentation/<split>.txt
     root/class_names.txt                   one name per line (if absent: VOC's 21, and
                                            `has_class_names` is False so tools can say so)
     root/palette.txt                       optional: one "R G B" line per class; labels may
-                                           then be colour (RGB) masks, `void_colour` is void
+                                           then be colour masks, `void_colour` is void
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tinyfcn.data.errors import DataError
-from tinyfcn.data.palette import VOID, read_image, read_label, read_palette
+from tinyfcn.data.image_io import IMAGE_SUFFIXES, read_image, read_label_and_decoding
+from tinyfcn.data.palette import VOID, read_palette
+from tinyfcn.data.text import read_lines
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -25,15 +27,12 @@ VOC_CLASSES = (
 )
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
 def read_class_names(root: Path) -> tuple:
     """The names in `root`/class_names.txt, or None if there is no such file."""
     path = root / "class_names.txt"
     if not path.exists():
         return None
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    names = tuple(line.strip() for line in read_lines(path) if line.strip())
     if names and names[0] == "__ignore__":  # labelme's exporter lists the void class first
         names = names[1:]
     if not names:
@@ -43,14 +42,12 @@ def read_class_names(root: Path) -> tuple:
                         f"void ({VOID})")
     return names
 
-
 def check_id(image_id: str, split_file: Path) -> str:
     """An id names files inside the data set: no folders, no '..', no absolute paths."""
     if (not image_id or image_id in (".", "..") or "/" in image_id or "\\" in image_id
             or "\0" in image_id):
         raise DataError(f"{split_file}: id {image_id!r} is not a plain file name")
     return image_id
-
 
 class VOCSegmentation:
     """`ds[i]` -> (image uint8 (H, W, 3), label uint8 (H, W)); `ds.ids`, `ds.class_names`.
@@ -73,7 +70,7 @@ class VOCSegmentation:
         if not split_file.is_file():
             raise DataError(f"{split_file}: not a regular file")
         self.ids = [check_id(line.strip(), split_file)
-                    for line in split_file.read_text().splitlines() if line.strip()]
+                    for line in read_lines(split_file) if line.strip()]
         if not self.ids:
             raise DataError(f"{split_file}: split lists no images")
         self.split, self.transform = split, transform
@@ -98,7 +95,7 @@ class VOCSegmentation:
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        """JPEGImages/<id> with the first of .jpg, .jpeg, .png that exists (.jpg if none)."""
+        """JPEGImages/<id> with the first of `IMAGE_SUFFIXES` that exists (.jpg if none)."""
         stem = self.root / "JPEGImages" / self.ids[i]
         for suffix in IMAGE_SUFFIXES:
             if stem.with_name(stem.name + suffix).exists():
@@ -119,9 +116,17 @@ class VOCSegmentation:
         return path
 
     def __getitem__(self, i: int):
+        image, label, _ = self.read_sample(i)
+        if self.transform is not None:
+            image, label = self.transform(image, label)
+        return image, label
+
+    def read_sample(self, i: int):
+        """(image, label, decoding) of item `i`, checked, without the transform; `decoding`
+        says how the label file was read (see `image_io.read_label_and_decoding`)."""
         image = read_image(self._checked(self.image_path(i)))
         label_path = self._checked(self.label_path(i))
-        label = read_label(label_path, self.palette, self.void_colour)
+        label, decoding = read_label_and_decoding(label_path, self.palette, self.void_colour)
         if self.ignore_index != VOID:  # this data set's void value -> tinyfcn's 255
             label = np.where(label == self.ignore_index, VOID, label).astype(np.uint8)
         if image.shape[:2] != label.shape:
@@ -131,9 +136,7 @@ class VOCSegmentation:
         if bad.any():
             values = sorted(np.unique(label[bad]).tolist())[:5]
             hint = ("" if self.palette is not None else "; if these are colours of a colour "
-                    "mask, keep it RGB and list the colours in palette.txt")
+                    "mask, list the colours in palette.txt")
             raise DataError(f"{label_path}: label values {values} are not classes "
                             f"0..{self.num_classes - 1} or void ({self.ignore_index}){hint}")
-        if self.transform is not None:
-            image, label = self.transform(image, label)
-        return image, label
+        return image, label, decoding
