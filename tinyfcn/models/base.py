@@ -152,6 +152,7 @@ class SegmentationModel(Module):
             band[:, y1 - done:] = 0
 
     def _tiled_labels(self, image, tile, overlap, tta, dtype) -> np.ndarray:
+        """One image's label map, each band's argmax taken as soon as the band is final."""
         labels = np.empty(image.shape[:2], dtype)
         for top, scores in self._score_bands(image, tile, overlap, tta):
             labels[top:top + scores.shape[1]] = scores.argmax(0)
