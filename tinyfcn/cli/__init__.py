@@ -1,0 +1,1 @@
+"""tinyfcn's command-line programs (console scripts installed by pip)."""
