@@ -82,7 +82,7 @@ def test_max_pixels_chooses_whole_or_windows_and_tile_0_forces_whole(fcn8s):
     np.testing.assert_array_equal(fcn8s.predict_scores(image, max_pixels=4100),
                                   fcn8s.predict_scores(image, tile=64))
     np.testing.assert_array_equal(fcn8s.predict_scores(image, tile=0, max_pixels=1), whole)
-    assert MAX_PIXELS >= 1000 * 1000  # a VOC-sized image or a 1 MP photo is predicted whole
+    assert MAX_PIXELS >= 500 * 375  # a PASCAL VOC image is predicted whole
 
 
 def test_batches_and_lists_tile_each_image(fcn8s):
@@ -217,7 +217,7 @@ def test_a_6000_x_4000_png_predicts_in_memory_bounded_by_the_window(tmp_path):
     result = json.loads(run.stdout)
     assert result["shape"] == [H, W] and result["dtype"] == "uint8"
     assert set(result["classes"]) <= {0, 1, 2}
-    # The default windows are 1024 x 1024 (isqrt(MAX_PIXELS), a multiple of pad_to). What
+    # The default windows are 512 x 512 (isqrt(MAX_PIXELS), a multiple of pad_to). What
     # tiling holds beside one window's forward pass (measured in the same process): the
     # uint8 labels (H x W), the band of summed scores one row of windows spans
     # (C x tile x W float32) and, for the final rows of a band, its argmax (int64) and the

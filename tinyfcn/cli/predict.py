@@ -25,13 +25,17 @@ import numpy as np
 
 import tinyfcn
 from tinyfcn import models
-from tinyfcn.data import VOC_CLASSES, DataError, read_image, write_image, write_label
+from tinyfcn.data import (
+    IMAGE_SUFFIXES,
+    VOC_CLASSES,
+    DataError,
+    read_image,
+    write_image,
+    write_label,
+)
 from tinyfcn.data.visualize import class_legend, overlay, panel
 from tinyfcn.models.backbones import BACKBONES
 from tinyfcn.models.base import MAX_PIXELS
-
-# lead: switch to tinyfcn.data image reader
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 # the network --weights holds unless told otherwise: the reference FCN-8s on PASCAL VOC
 WEIGHTS_DEFAULTS = {"model": "fcn8s", "backbone": "vgg16", "num_classes": len(VOC_CLASSES)}
@@ -102,12 +106,6 @@ def parse_args(argv=None):
             p.error("--num-classes must be >= 1")
         args.checkpoint, args.inputs = None, args.paths
     return args
-
-
-def read_input(path) -> np.ndarray:
-    """One input image, (H, W, 3) uint8 RGB; a DataError naming the file if it cannot be
-    read."""
-    return read_image(path)  # lead: switch to tinyfcn.data image reader
 
 
 def image_files(inputs) -> tuple[list, list]:
@@ -213,7 +211,7 @@ def main(argv=None) -> int:
         written = 0
         for (path, _), name in zip(files, names):
             try:
-                image = read_input(path)
+                image = read_image(path)
             except DataError as e:
                 print(f"skipped: {e}", file=sys.stderr)
                 skipped.append(str(e))

@@ -14,8 +14,9 @@ from tinyfcn.nn import Module
 from tinyfcn.tensor import Tensor, as_tensor, no_grad
 
 # Images up to this many pixels are predicted whole by default, larger ones in windows of
-# at most this many: it bounds the memory of one forward pass, whatever the image's size.
-MAX_PIXELS = 1024 * 1024
+# at most this many: it bounds the memory of one forward pass, whatever the image's size
+# (a PASCAL VOC image, 500 x 375, is predicted whole; memory grows with the window's area).
+MAX_PIXELS = 512 * 512
 
 
 class SegmentationModel(Module):
