@@ -143,34 +143,38 @@ class GraphBuilder:
 
 
 class Encoder(NamedTuple):
-    """What the decoders use, as in models/backbones.Features."""
-    pools: list        # pool1 ... pool5
+    """What the decoders use, by layer name, as in models/backbones.Features."""
+    pools: dict        # pool1 ... pool5
     fc7: Value
-    switches: list     # each pooling's indices (DeconvNet only)
-    pooled: list       # the map each pooling read
+    switches: dict     # each pooling's indices (DeconvNet only)
+    pooled: dict       # the map each pooling read
+
+
+def _conv_relu(g: GraphBuilder, model, layer, h: Value) -> Value:
+    """backbones.run_conv: the layer's convolution, its batch norm if it has one, ReLU."""
+    h = g.conv(h, layer.name, getattr(model, layer.name))
+    norm = getattr(model, f"{layer.name}_bn", None)
+    if norm is not None:
+        h = g.batch_norm(h, f"{layer.name}_bn", norm)
+    return g.relu(h, f"{layer.name}_relu")
 
 
 def _encoder(g: GraphBuilder, model, x: Value, indices: bool = False) -> Encoder:
-    """conv1_1 ... fc7, as backbones.run_encoder (dropout is off in evaluation)."""
-    pools, switches, pooled = [], [], []
+    """conv1_1 ... fc7 from the backbone's layer table, as backbones.run_encoder (dropout is
+    off in evaluation)."""
+    pools, switches, pooled = {}, {}, {}
     h = x
-    for b, (_, depth) in enumerate(model.backbone.blocks, start=1):
-        for i in range(1, depth + 1):
-            name = f"conv{b}_{i}"
-            h = g.conv(h, name, getattr(model, name))
-            norm = getattr(model, f"{name}_bn", None)
-            if norm is not None:
-                h = g.batch_norm(h, f"{name}_bn", norm)
-            h = g.relu(h, f"relu{b}_{i}")
-        pooled.append(h)
+    for layer in model.backbone.layers:
+        if layer.kind != "pool":
+            h = _conv_relu(g, model, layer, h)
+            continue
+        pooled[layer.name] = h
         if indices:
-            h, switch = g.max_pool(h, f"pool{b}", model.backbone.ceil_mode, indices=True)
-            switches.append(switch)
+            h, switches[layer.name] = g.max_pool(h, layer.name, model.backbone.ceil_mode,
+                                                 indices=True)
         else:
-            h = g.max_pool(h, f"pool{b}", model.backbone.ceil_mode)
-        pools.append(h)
-    h = g.relu(g.conv(h, "fc6", model.fc6), "relu6")
-    h = g.relu(g.conv(h, "fc7", model.fc7), "relu7")
+            h = g.max_pool(h, layer.name, model.backbone.ceil_mode)
+        pools[layer.name] = h
     return Encoder(pools, h, switches, pooled)
 
 
@@ -187,7 +191,7 @@ def _fcn16s(g: GraphBuilder, model: FCN16s, x: Value) -> Value:
     features = _encoder(g, model, g.pad_bottom_right(x, model.backbone.pad_to, "pad_input"))
     h = g.conv(features.fc7, "score_fr", model.score_fr)                 # 1/32
     upscore2 = g.conv_transpose(h, "upscore2", model.upscore2)           # 1/16
-    h = g.conv(features.pools[3], "score_pool4", model.score_pool4)
+    h = g.conv(features.pools["pool4"], "score_pool4", model.score_pool4)
     score_pool4c = g.crop(h, "score_pool4c", model.crop_offsets["score_pool4"],
                           upscore2.shape[2:])
     h = g.add(upscore2, score_pool4c, "fuse_pool4")
@@ -198,7 +202,7 @@ def _fcn16s(g: GraphBuilder, model: FCN16s, x: Value) -> Value:
 def _fcn8s(g: GraphBuilder, model: FCN8s, x: Value) -> Value:
     H, W = x.shape[2:]
     features = _encoder(g, model, g.pad_bottom_right(x, model.backbone.pad_to, "pad_input"))
-    pool4, pool3 = features.pools[3], features.pools[2]
+    pool4, pool3 = features.pools["pool4"], features.pools["pool3"]
     if model.at_once:
         pool4, pool3 = g.scale(pool4, 0.01, "scale_pool4"), g.scale(pool3, 0.0001, "scale_pool3")
     h = g.conv(features.fc7, "score_fr", model.score_fr)                 # 1/32
@@ -221,15 +225,13 @@ def _deconvnet(g: GraphBuilder, model: DeconvNet, x: Value) -> Value:
     features = _encoder(g, model, g.pad_bottom_right(x, model.backbone.pad_to, "pad_input"),
                         indices=True)
 
-    def decode(name, h):
-        h = g.batch_norm(g.conv(h, name, getattr(model, name)), f"{name}_bn",
-                         getattr(model, f"{name}_bn"))
-        return g.relu(h, f"{name}_relu")
-
-    h = decode("deconv_fc", features.fc7)
-    for b in range(len(features.switches), 0, -1):
-        h = g.max_unpool(h, features.switches[b - 1], features.pooled[b - 1], f"unpool{b}")
-        h = decode(f"deconv{b}_2", decode(f"deconv{b}_1", h))
+    h = features.fc7
+    for layer in model.decoder:
+        if layer.kind == "pool":  # each value back where that pooling found its maximum
+            h = g.max_unpool(h, features.switches[layer.name], features.pooled[layer.name],
+                             f"un{layer.name}")
+        else:
+            h = _conv_relu(g, model, layer, h)
     return g.crop(g.conv(h, "score_conv", model.score), "score", 0, (H, W))
 
 
