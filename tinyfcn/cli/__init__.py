@@ -1,0 +1,1 @@
+"""The commands tinyfcn installs (console scripts); each module has `main(argv=None)`."""
