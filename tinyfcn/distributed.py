@@ -101,7 +101,7 @@ class World:
         numbers riding in the same buffer); returns the summed `extra` as float64. A
         single process has nothing to add: its gradients stay as they are."""
         extra = np.asarray(extra, np.float64).ravel()
-        if self.comm is None:
+        if self.size == 1:
             return extra
         flat = self.sum_(flat_gradients(parameters, extra), "the gradients")
         set_flat_gradients(parameters, flat[:-extra.size])
