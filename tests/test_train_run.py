@@ -123,7 +123,7 @@ def test_class_weights_that_are_not_finite_or_negative_are_refused(voc, tmp_path
     for weights in ("nan,1,1", "1,-1,1", "inf,1,1"):
         assert main(["--voc-root", str(voc), "--out", str(tmp_path / "o"), *TOY,
                      "--class-weights", weights]) == 2
-        assert "--class-weights needs 3 finite, non-negative" in capsys.readouterr().err
+        assert "3 finite, non-negative weights are needed" in capsys.readouterr().err
     with pytest.raises(ValueError, match="class_weights must be finite"):
         RunSettings(class_weights=(float("nan"), 1.0))
 
@@ -293,9 +293,13 @@ def test_own_images_train_every_epoch_with_a_fitted_crop_stated_first(voc, tmp_p
 
 def test_fit_to_images_validates_large_sets_less_often():
     from tinyfcn.recipes import fit_to_images
-    crop, every, _ = fit_to_images([(360, 480)] * 5, train_images=300, val_images=233)
+
+    def images(n, size):
+        return [(np.zeros((*size, 3), np.uint8), None)] * n
+
+    crop, every, _ = fit_to_images(images(300, (360, 480)), images(233, (360, 480)))
     assert crop == (256, 256) and every == 3  # 40 Mpx to validate: 68% of 300 crops' cost
-    crop, every, _ = fit_to_images([(40, 48)] * 4, 4, 4)
+    crop, every, _ = fit_to_images(images(4, (40, 48)), images(4, (40, 48)))
     assert crop == (40, 40) and every == 1
 
 

@@ -1,6 +1,7 @@
-"""How to train, as data: FCN's reference fine-tuning recipe (pytorch-fcn's `configurations`
-table, from the voc-fcn*s solvers of Long, Shelhamer & Darrell) and the defaults fitted to a
-user's own images."""
+"""How to train, as data, and the builders a command wires: FCN's reference fine-tuning
+recipe (pytorch-fcn's `configurations` table, from the voc-fcn*s solvers of Long, Shelhamer
+& Darrell), the defaults fitted to a user's own images, and opening a data set's splits and
+a new model as a run asks for them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import math
 
 import numpy as np
 
+from tinyfcn import models
+from tinyfcn.data import DataError, VOCSegmentation
+from tinyfcn.data.check import without_bad_files
+from tinyfcn.data.loader import Subset, subset_ids
+from tinyfcn.data.stats import class_pixel_counts, median_frequency_weights
+from tinyfcn.data.transforms import resize
 from tinyfcn.nn import ConvTranspose2d
 from tinyfcn.optim import SGD, ConstantLR
 
@@ -81,8 +88,9 @@ VALIDATION_SHARE = 0.25  # of the training time, at most, spent validating (by t
 SMALL_VALIDATION = 2e6  # pixels: seconds of work on a laptop CPU, so every epoch
 
 
-def fit_to_images(sizes, train_images: int, val_images: int):
-    """The crop and validation cadence for images of `sizes` ((H, W) of a sample of them).
+def fit_to_images(train, val):
+    """The crop and validation cadence for the images of the data sets `train` and `val`
+    (their sizes sampled from up to 16 training images).
 
     The crop is the median smaller side (a multiple of 8, 32 to LARGEST_CROP), so most
     crops are image, not padding. Validating an image at full size costs about a third of
@@ -90,12 +98,67 @@ def fit_to_images(sizes, train_images: int, val_images: int):
     SMALL_VALIDATION pixels is validated every N epochs, N chosen so that validating takes
     at most VALIDATION_SHARE of the training time. Returns (crop (H, W), val_every, a note
     that says why)."""
-    sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
+    sizes = np.array([train[i][0].shape[:2] for i in range(min(len(train), 16))], np.float64)
     side = min(max(int(np.median(sizes.min(axis=1))) // 8 * 8, 32), LARGEST_CROP)
-    val_pixels = val_images * float(np.mean(sizes.prod(axis=1)))
-    share = val_pixels / (3.0 * max(train_images, 1) * side * side)
+    val_pixels = len(val) * float(np.mean(sizes.prod(axis=1)))
+    share = val_pixels / (3.0 * max(len(train), 1) * side * side)
     val_every = 1 if val_pixels <= SMALL_VALIDATION else math.ceil(share / VALIDATION_SHARE)
     median = np.median(sizes, axis=0).astype(int)
     note = (f"images of median size {median[0]} x {median[1]}; a validation costs about "
             f"{share:.0%} of an epoch's training")
     return (side, side), val_every, note
+
+
+def class_weights(train, how):
+    """Loss weights per class for the data set `train`: `how` is "auto" (median-frequency
+    balancing, for rare classes) or one weight per class. Returns (weights, each class's
+    share of the training pixels, or None when not counted)."""
+    if how == "auto":
+        pixels, present_in = class_pixel_counts(train, len(train.class_names))
+        return median_frequency_weights(pixels, present_in), pixels / max(pixels.sum(), 1)
+    weights = np.asarray(how, np.float32)
+    if weights.shape != (len(train.class_names),) or not (np.isfinite(weights)
+                                                          & (weights >= 0)).all():
+        raise ValueError(f"class weights: {len(train.class_names)} finite, non-negative "
+                         f"weights are needed, one per class; got {list(how)}")
+    return weights, None
+
+
+# ------------------------------------------------------------------- the builders
+def open_split(root, split: str, seed: int, subset: int | None = None, scale: float = 1.0,
+               ignore_index: int = 255, void_color=(0, 0, 0), skip_bad: bool = False,
+               warn=print):
+    """The split `split` of the VOC-layout folder `root`: `subset` images of it chosen from
+    `seed` (all if None), resized by `scale`; with `skip_bad`, every file is checked first
+    and the bad ones skipped (each named through `warn`)."""
+    dataset = VOCSegmentation(root, split, ignore_index=ignore_index,
+                              void_colour=tuple(void_color))
+    if scale != 1.0:
+        dataset.transform = lambda im, lab: resize(im, lab, scale)
+    ids = subset_ids(len(dataset), subset, seed)
+    if not skip_bad:
+        return Subset(dataset, ids)
+    kept, bad = without_bad_files(dataset, ids)
+    for message in bad:
+        warn(f"warning: skipping {message}")
+    if bad:
+        warn(f"Skipped {len(bad)} bad file(s) of split {split}")
+    if not len(kept):
+        raise DataError(f"{root}: no readable images in split {split}")
+    return kept
+
+
+def new_model(name: str, num_classes: int, backbone: str, backbone_weights=None,
+              init_from=None, log=print):
+    """A fresh `name` model, started from a VGG classifier's weights (`backbone_weights`)
+    and/or the matching arrays of a checkpoint (`init_from`: staged training)."""
+    model = models.MODELS[name](num_classes, backbone=backbone)
+    if backbone_weights:
+        if not isinstance(model, models.FCN):
+            raise ValueError("backbone weights need an FCN model (fcn32s, fcn16s, fcn8s)")
+        copied = model.copy_params_from_vgg16(backbone_weights)
+        log(f"Copied {len(copied)} arrays of {backbone_weights} into conv1_1 ... fc7")
+    if init_from:
+        copied, total = models.init_from(model, init_from)
+        log(f"Initialised {copied} of {total} parameter arrays from {init_from}")
+    return model

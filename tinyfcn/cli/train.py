@@ -1,16 +1,9 @@
-"""tinyfcn-train: train an FCN on a PASCAL VOC-layout data set; with no arguments, on the
-built-in one (also `python examples/train_voc_subset.py`).
-
-    tinyfcn-train                                   # FCN-8s-lite, built-in data
-    tinyfcn-train --model fcn32s                    # the coarse sibling
-    tinyfcn-train --voc-root ~/VOCdevkit/VOC2012 --subset 200
-
-Writes to --out what tinyfcn.report lists (config.json, log.csv, metrics.json, the plots,
-predictions/) and the checkpoints of tinyfcn.train. Ctrl-C saves checkpoint-last.npz;
---resume continues exactly where it stopped, in that checkpoint's folder. Exit status: 0
-done, 1 diverged, 2 bad usage, data or output folder, 130 interrupted. This module parses
-arguments and wires the package's pieces together; the loop is tinyfcn.train.Trainer.
-"""
+"""tinyfcn-train (and `python examples/train_voc_subset.py`): train an FCN on a PASCAL
+VOC-layout data set, with no arguments on the built-in one. Writes to --out what
+tinyfcn.report lists and tinyfcn.train's checkpoints; Ctrl-C saves checkpoint-last.npz and
+--resume continues exactly there. Exit status: 0 done, 1 diverged, 2 bad usage, data or
+output folder, 130 interrupted. Argument parsing and wiring only: the loop, the resume
+policy and the recipes live in tinyfcn.train and tinyfcn.recipes."""
 
 from __future__ import annotations
 
@@ -21,21 +14,32 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 import tinyfcn
 from tinyfcn import models, optim, recipes
-from tinyfcn.data import DataError, VOCSegmentation, synthetic
-from tinyfcn.data.check import without_bad_files
-from tinyfcn.data.loader import Subset, batches_per_epoch, subset_ids
-from tinyfcn.data.stats import class_pixel_counts, median_frequency_weights
-from tinyfcn.data.transforms import TrainAugment, resize
+from tinyfcn.data import DataError, synthetic
+from tinyfcn.data.loader import batches_per_epoch
+from tinyfcn.data.transforms import TrainAugment
 from tinyfcn.distributed import World
 from tinyfcn.losses import LOSSES
+from tinyfcn.recipes import BUILT_IN
 from tinyfcn.report import OutputError, print_class_weights
 from tinyfcn.train import Diverged, Interrupted, RunSettings, Trainer
 
 PATHS = ("voc_root", "data_dir", "out", "resume", "init_from", "backbone_weights")
+
+
+def at_least(low, kind=int, strict=False):
+    """An argparse type: a number of `kind` >= `low` (> `low` if `strict`)."""
+    def parse(text):
+        value = kind(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+POSITIVE, COUNT, NON_NEGATIVE = at_least(0, float, strict=True), at_least(1), at_least(0)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -66,13 +70,13 @@ def parser() -> argparse.ArgumentParser:
         help="where the built-in data set is generated and cached")
     add("--train-split", default="train", help="split file name for training")
     add("--val-split", default="val", help="split file name for validation")
-    add("--subset", type=int, metavar="N", help="use N images of each split, chosen "
+    add("--subset", type=COUNT, metavar="N", help="use N images of each split, chosen "
         "reproducibly from the seed")
     add("--skip-bad", action="store_true", help="check every image first; warn about and skip "
         "bad files instead of stopping")
-    add("--scale", type=float, default=1.0, help="resize every image (and label) by this "
+    add("--scale", type=POSITIVE, default=1.0, help="resize every image (and label) by this "
         "factor first")
-    add("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (random "
+    add("--crop-size", type=COUNT, nargs=2, metavar=("H", "W"), help="training crop (random "
         "scale 0.75-1.25, crop, flip); default 96 96 on the built-in data, fitted to the "
         "images of --voc-root")
     add("--ignore-index", type=int, default=255, metavar="VALUE",
@@ -92,12 +96,12 @@ def parser() -> argparse.ArgumentParser:
              "examples/pretrain_classifier.py's): its convs and its FC layers, "
              "convolutionalized into fc6 / fc7")
     add = p.add_argument_group("training").add_argument
-    add("--epochs", type=int, default=11, help="epochs in all (a resumed run counts the "
+    add("--epochs", type=COUNT, default=11, help="epochs in all (a resumed run counts the "
         "epochs it already did)")
     add("--time-budget", type=float, metavar="SECONDS", help="stop training after this many "
         "seconds (then validate and save; validation waits for training); default 330 on the "
         "built-in data, none on --voc-root; 0 for no limit")
-    add("-b", "--batch-size", type=int, default=4, help="images per step")
+    add("-b", "--batch-size", type=COUNT, default=4, help="images per step")
     add("--loss", default="ce", choices=sorted(LOSSES), help="cross-entropy, Dice, focal, "
         "Lovasz-softmax or cross-entropy plus Dice")
     add("--optimizer", default="adam", choices=sorted(optim.OPTIMIZERS), help="the optimizer")
@@ -107,14 +111,14 @@ def parser() -> argparse.ArgumentParser:
     add("--weight-decay", type=float, help="L2 weight decay (default: 5e-4 for sgd, 0 for adam)")
     add("--lr-schedule", default="poly", choices=sorted(optim.SCHEDULES),
         help="how the learning rate falls over the run")
-    add("--warmup", type=int, default=0, metavar="STEPS",
+    add("--warmup", type=NON_NEGATIVE, default=0, metavar="STEPS",
         help="raise the learning rate linearly over the first STEPS steps")
     add("--recipe", default="default", choices=["default", "reference"],
         help="reference: the paper's fine-tuning (SGD momentum 0.99, fixed lr, biases at 2x "
              "lr without decay, upsampling frozen at bilinear)")
     add("--learn-upsampling", action="store_true",
         help="with --recipe reference: train the upsampling layers too")
-    add("--clip-grad", type=float, metavar="NORM", help="scale gradients down to this global "
+    add("--clip-grad", type=POSITIVE, metavar="NORM", help="scale gradients down to this global "
         "L2 norm")
     add("--seed", type=int, default=0, help="seed of the data order, augmentation and "
         "initialisation")
@@ -124,9 +128,10 @@ def parser() -> argparse.ArgumentParser:
         "weights, optimizer, epoch and random state")
     add("--init-from", type=Path, metavar="PATH", help="start fresh from the weights of a "
         "checkpoint whose names and shapes match (staged training: 32s -> 16s -> 8s)")
-    add("--val-every", type=int, metavar="N", help="validate every N epochs (and after the "
+    add("--val-every", type=COUNT, metavar="N", help="validate every N epochs (and after the "
         "last); default 1 on the built-in data, fitted to the images of --voc-root")
-    add("--workers", type=int, default=0, metavar="N", help="threads that read and augment "
+    add("--workers", type=NON_NEGATIVE, default=0, metavar="N", help="threads that read and "
+        "augment "
         "the next batches during a step (the same batches either way)")
     add("--eval-only", action="store_true", help="only validate the model of --resume / "
         "--init-from: writes eval.json, confusion.csv, per-class-iou.png, confusion.png")
@@ -153,77 +158,40 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def check_args(args):
-    if args.eval_only and not (args.resume or args.init_from):
-        raise ValueError("--eval-only needs the weights to evaluate: give --resume or "
-                         "--init-from a checkpoint")
-    if args.epochs < 1 or args.batch_size < 1:
-        raise ValueError("--epochs and --batch-size must be >= 1")
-    if (args.crop_size and min(args.crop_size) < 1) or args.scale <= 0:
-        raise ValueError("--crop-size and --scale must be positive")
-    if args.clip_grad is not None and args.clip_grad <= 0:
-        raise ValueError("--clip-grad must be a positive norm")
-    if (args.val_every or 1) < 1 or args.workers < 0 or args.warmup < 0:
-        raise ValueError("--val-every must be >= 1, --workers and --warmup >= 0")
-
-
 def class_weights(args, train):
     """None, or one loss weight per class (printed as a table)."""
-    names, shares = train.class_names, None
     if args.class_weights == "none":
         return None
-    if args.class_weights == "auto":
-        pixels, present_in = class_pixel_counts(train, len(names))
-        weights = median_frequency_weights(pixels, present_in)
-        shares = pixels / max(pixels.sum(), 1)
-    else:
+    how = args.class_weights
+    if how != "auto":
         try:
-            weights = np.array([float(w) for w in args.class_weights.split(",")], np.float32)
+            how = [float(w) for w in how.split(",")]
         except ValueError:
-            raise ValueError(f"--class-weights {args.class_weights!r}: expected none, auto or "
-                             f"numbers separated by commas") from None
-        if len(weights) != len(names) or not (np.isfinite(weights) & (weights >= 0)).all():
-            raise ValueError(f"--class-weights needs {len(names)} finite, non-negative weights, "
-                             f"one per class, got {args.class_weights}")
-    print_class_weights(names, weights, shares)
+            raise ValueError(f"--class-weights {how!r}: expected none, auto or numbers "
+                             f"separated by commas") from None
+    weights, shares = recipes.class_weights(train, how)
+    print_class_weights(train.class_names, weights, shares)
     return weights
 
 
 def load_split(args, root, split, seed):
-    dataset = VOCSegmentation(root, split, ignore_index=args.ignore_index,
-                              void_colour=tuple(args.void_color))
-    if args.scale != 1.0:
-        dataset.transform = lambda im, lab: resize(im, lab, args.scale)
-    ids = subset_ids(len(dataset), args.subset, seed)
-    if not args.skip_bad:
-        return Subset(dataset, ids)
-    subset, bad = without_bad_files(dataset, ids)
-    for message in bad:
-        print(f"warning: skipping {message}", file=sys.stderr)
-    if bad:
-        print(f"Skipped {len(bad)} bad file(s) of split {split}", file=sys.stderr)
-    if not len(subset):
-        raise DataError(f"{root}: no readable images in split {split}")
-    return subset
+    return recipes.open_split(root, split, seed, args.subset, args.scale, args.ignore_index,
+                              args.void_color, args.skip_bad,
+                              warn=lambda text: print(text, file=sys.stderr))
 
 
 def fit_defaults(args, train, val) -> None:
     """Crop, validation cadence and time budget left unset: the built-in demo's, or fitted
     to the user's images (said in the first lines of the run)."""
     if args.voc_root is None:
-        args.crop_size = args.crop_size or recipes.BUILT_IN["crop"]
-        args.val_every = args.val_every or 1
-        if args.time_budget is None:
-            args.time_budget = recipes.BUILT_IN["time_budget"]
+        args.crop_size, args.val_every = args.crop_size or BUILT_IN["crop"], args.val_every or 1
+        args.time_budget = BUILT_IN["time_budget"] if args.time_budget is None else args.time_budget
         return
-    sizes = [train[i][0].shape[:2] for i in range(min(len(train), 16))]
-    crop, val_every, note = recipes.fit_to_images(sizes, len(train), len(val))
-    chosen = [f"crop {h} x {w}" for h, w in [args.crop_size or crop]]
-    chosen.append(f"validation every {args.val_every or val_every} epoch(s)")
-    chosen.append(f"time budget {args.time_budget or 0:.0f} s" if args.time_budget
-                  else "no time budget")
+    crop, val_every, note = recipes.fit_to_images(train, val)
     args.crop_size, args.val_every = args.crop_size or crop, args.val_every or val_every
-    print(f"For these images ({note}): {', '.join(chosen)}")
+    budget = f"time budget {args.time_budget:.0f} s" if args.time_budget else "no time budget"
+    print(f"For these images ({note}): crop {args.crop_size[0]} x {args.crop_size[1]}, "
+          f"validation every {args.val_every} epoch(s), {budget}")
 
 
 def build_trainer(args, world, model=None) -> Trainer:
@@ -243,16 +211,9 @@ def build_trainer(args, world, model=None) -> Trainer:
               f"classes (write the file, one name per line, for any other set)", file=sys.stderr)
     fit_defaults(args, train, val)
     tinyfcn.manual_seed(args.seed)
-    if model is None:
-        model = models.MODELS[args.model](len(train.class_names), backbone=args.backbone)
-        if args.backbone_weights:
-            if not isinstance(model, models.FCN):
-                raise ValueError("--backbone-weights needs an FCN model (fcn32s, fcn16s, fcn8s)")
-            copied = model.copy_params_from_vgg16(args.backbone_weights)
-            print(f"Copied {len(copied)} arrays of {args.backbone_weights} into conv1_1 ... fc7")
-        if args.init_from:
-            copied, total = models.init_from(model, args.init_from)
-            print(f"Initialised {copied} of {total} parameter arrays from {args.init_from}")
+    if model is None:  # a new run (a resumed one brings its model)
+        model = recipes.new_model(args.model, len(train.class_names), args.backbone,
+                                  args.backbone_weights, args.init_from)
     steps = max(args.epochs * batches_per_epoch(len(train), args.batch_size), 1)
     if args.recipe == "reference":
         pixels = args.batch_size * args.crop_size[0] * args.crop_size[1]
@@ -279,31 +240,32 @@ def build_trainer(args, world, model=None) -> Trainer:
     return trainer
 
 
-def resumed_trainer(args, given, world) -> tuple[Trainer, argparse.Namespace]:
-    """The run of --resume, with the settings given anew (tinyfcn.train's policy)."""
-    merged = {}
+def namespace(run: dict) -> argparse.Namespace:
+    return argparse.Namespace(**{k: Path(v) if k in PATHS and v is not None else v
+                                 for k, v in run.items()})
 
+
+def resumed_trainer(args, given, world) -> Trainer:
+    """The run of --resume with the settings given anew (tinyfcn.train's policy)."""
     def build(run, model):
-        merged.update({**vars(args), **run, "resume": args.resume, "init_from": None,
-                       "backbone_weights": None})  # the weights come from the checkpoint
-        namespace = argparse.Namespace(**{k: Path(v) if k in PATHS and v is not None else v
-                                          for k, v in merged.items()})
-        merged["args"] = namespace
-        check_args(namespace)
-        return build_trainer(namespace, world, model)
+        return build_trainer(namespace({**vars(args), **run, "resume": args.resume,
+                                        "init_from": None, "backbone_weights": None}),
+                             world, model)  # the weights come from the checkpoint
 
-    overrides = {k: getattr(args, k) for k in given if k != "resume"}
-    trainer = Trainer.from_checkpoint(args.resume, overrides, build,
-                                      position=not args.eval_only, name=flag)
-    return trainer, merged["args"]
+    overrides = {k: getattr(args, k) for k in given - {"resume"}}
+    return Trainer.from_checkpoint(args.resume, overrides, build,
+                                   position=not args.eval_only, name=flag)
 
 
 def run(args, given, world, started) -> int:
     try:
+        if args.eval_only and not (args.resume or args.init_from):
+            raise ValueError("--eval-only needs the weights to evaluate: give --resume or "
+                             "--init-from a checkpoint")
         if args.resume:
-            trainer, args = resumed_trainer(args, given, world)
+            trainer = resumed_trainer(args, given, world)
+            args = namespace(trainer.run)
         else:
-            check_args(args)
             trainer = build_trainer(args, world)
         if args.eval_only:
             trainer.evaluate_and_write()
