@@ -109,6 +109,21 @@ def fit_to_images(train, val):
     return (side, side), val_every, note
 
 
+def fill_defaults(own_data: bool, train, val, crop=None, val_every=None, time_budget=None):
+    """The crop, validation cadence and time budget of a run, where not given (None): the
+    built-in demo's, or on the user's own data fitted to its images and without a budget.
+    Returns them and a line that says what was chosen (None for the built-in data)."""
+    if not own_data:
+        budget = BUILT_IN["time_budget"] if time_budget is None else time_budget
+        return crop or BUILT_IN["crop"], val_every or 1, budget, None
+    fitted_crop, fitted_every, note = fit_to_images(train, val)
+    crop, val_every = crop or fitted_crop, val_every or fitted_every
+    budget = f"time budget {time_budget:.0f} s" if time_budget else "no time budget"
+    return crop, val_every, time_budget, (f"For these images ({note}): crop {crop[0]} x "
+                                          f"{crop[1]}, validation every {val_every} "
+                                          f"epoch(s), {budget}")
+
+
 def class_weights(train, how):
     """Loss weights per class for the data set `train`: `how` is "auto" (median-frequency
     balancing, for rare classes) or one weight per class. Returns (weights, each class's

@@ -21,7 +21,6 @@ from tinyfcn.data.loader import batches_per_epoch
 from tinyfcn.data.transforms import TrainAugment
 from tinyfcn.distributed import World
 from tinyfcn.losses import LOSSES
-from tinyfcn.recipes import BUILT_IN
 from tinyfcn.report import OutputError, print_class_weights
 from tinyfcn.train import Diverged, Interrupted, RunSettings, Trainer
 
@@ -180,20 +179,6 @@ def load_split(args, root, split, seed):
                               warn=lambda text: print(text, file=sys.stderr))
 
 
-def fit_defaults(args, train, val) -> None:
-    """Crop, validation cadence and time budget left unset: the built-in demo's, or fitted
-    to the user's images (said in the first lines of the run)."""
-    if args.voc_root is None:
-        args.crop_size, args.val_every = args.crop_size or BUILT_IN["crop"], args.val_every or 1
-        args.time_budget = BUILT_IN["time_budget"] if args.time_budget is None else args.time_budget
-        return
-    crop, val_every, note = recipes.fit_to_images(train, val)
-    args.crop_size, args.val_every = args.crop_size or crop, args.val_every or val_every
-    budget = f"time budget {args.time_budget:.0f} s" if args.time_budget else "no time budget"
-    print(f"For these images ({note}): crop {args.crop_size[0]} x {args.crop_size[1]}, "
-          f"validation every {args.val_every} epoch(s), {budget}")
-
-
 def build_trainer(args, world, model=None) -> Trainer:
     """The Trainer of `args`; `model` (a resumed run's) or a new one."""
     if args.voc_root is None:
@@ -209,7 +194,10 @@ def build_trainer(args, world, model=None) -> Trainer:
     if not train.dataset.has_class_names:
         print(f"warning: {root / 'class_names.txt'} is missing: assuming PASCAL VOC's 21 "
               f"classes (write the file, one name per line, for any other set)", file=sys.stderr)
-    fit_defaults(args, train, val)
+    args.crop_size, args.val_every, args.time_budget, chosen = recipes.fill_defaults(
+        args.voc_root is not None, train, val, args.crop_size, args.val_every, args.time_budget)
+    if chosen:
+        print(chosen)
     tinyfcn.manual_seed(args.seed)
     if model is None:  # a new run (a resumed one brings its model)
         model = recipes.new_model(args.model, len(train.class_names), args.backbone,
