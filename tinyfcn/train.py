@@ -88,7 +88,8 @@ class Interrupted(Exception):
 
 
 class Diverged(Exception):
-    """The loss or the gradients stopped being finite; the last good checkpoint is kept."""
+    """The loss, the gradients, the weights or the scores stopped being finite; the message
+    names the last good checkpoint of the run (nothing non-finite is ever saved)."""
 
 
 class _Signal(Exception):
