@@ -6,6 +6,7 @@ a new model as a run asks for them."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -161,6 +162,20 @@ def open_split(root, split: str, seed: int, subset: int | None = None, scale: fl
     if not len(kept):
         raise DataError(f"{root}: no readable images in split {split}")
     return kept
+
+
+def open_splits(root, train_split: str, val_split: str, seed: int, warn=print, **options):
+    """The training and validation splits of `root` (`open_split`'s `options`), which must
+    agree on the classes; warns when the classes are assumed to be VOC's."""
+    root = Path(root)
+    train = open_split(root, train_split, seed, warn=warn, **options)
+    val = open_split(root, val_split, seed + 1, warn=warn, **options)
+    if train.class_names != val.class_names:
+        raise DataError(f"{root}: train and val splits disagree on class names")
+    if not train.dataset.has_class_names:
+        warn(f"warning: {root / 'class_names.txt'} is missing: assuming PASCAL VOC's 21 "
+             f"classes (write the file, one name per line, for any other set)")
+    return train, val
 
 
 def new_model(name: str, num_classes: int, backbone: str, backbone_weights=None,

@@ -356,7 +356,7 @@ class Trainer:
 
     def _save_last(self) -> None:
         """checkpoint-last.npz, only ever of a model whose weights are finite."""
-        if not self._finite():
+        if not self._finite(scores=False):
             raise Diverged(f"the weights are not finite in epoch {self.epoch + 1}; "
                            f"{self._kept()}")
         path = self.out / "checkpoint-last.npz"
@@ -540,13 +540,13 @@ class Trainer:
         sums = self.world.sum_gradients(self.optimizer.params, sums)
         return float(sum(s / divisors[t.per] for s, t in zip(sums, self.loss_terms)))
 
-    def _finite(self) -> bool:
+    def _finite(self, scores: bool = True) -> bool:
         """Whether the weights, and the scores of the first validation image, are finite
         (a huge but finite weight can still give infinite scores)."""
         if not all(np.isfinite(v).all() for v in self.model.state_dict().values()
                    if np.issubdtype(np.asarray(v).dtype, np.floating)):
             return False
-        if not len(self.val_set):
+        if not scores or not len(self.val_set):
             return True
         image = np.asarray(self.val_set[0][0])
         was_training = self.model.training

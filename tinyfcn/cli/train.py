@@ -173,12 +173,6 @@ def class_weights(args, train):
     return weights
 
 
-def load_split(args, root, split, seed):
-    return recipes.open_split(root, split, seed, args.subset, args.scale, args.ignore_index,
-                              args.void_color, args.skip_bad,
-                              warn=lambda text: print(text, file=sys.stderr))
-
-
 def build_trainer(args, world, model=None) -> Trainer:
     """The Trainer of `args`; `model` (a resumed run's) or a new one."""
     if args.voc_root is None:
@@ -187,13 +181,10 @@ def build_trainer(args, world, model=None) -> Trainer:
             synthetic.ensure(args.data_dir)
         world.barrier("preparing the data set")  # the others wait for rank 0
     root = args.voc_root or synthetic.ensure(args.data_dir)
-    train = load_split(args, root, args.train_split, args.seed)
-    val = load_split(args, root, args.val_split, args.seed + 1)
-    if train.class_names != val.class_names:
-        raise DataError(f"{root}: train and val splits disagree on class names")
-    if not train.dataset.has_class_names:
-        print(f"warning: {root / 'class_names.txt'} is missing: assuming PASCAL VOC's 21 "
-              f"classes (write the file, one name per line, for any other set)", file=sys.stderr)
+    train, val = recipes.open_splits(
+        root, args.train_split, args.val_split, args.seed, subset=args.subset,
+        scale=args.scale, ignore_index=args.ignore_index, void_color=args.void_color,
+        skip_bad=args.skip_bad, warn=lambda text: print(text, file=sys.stderr))
     args.crop_size, args.val_every, args.time_budget, chosen = recipes.fill_defaults(
         args.voc_root is not None, train, val, args.crop_size, args.val_every, args.time_budget)
     if chosen:
