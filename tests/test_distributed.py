@@ -136,3 +136,26 @@ def test_sigterm_stops_every_rank_with_one_checkpoint_and_the_run_resumes(voc, t
                    "--epochs", str(position["epoch"] + 1)], ranks=2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert tinyfcn.load(out / "checkpoint-last.npz")["position"]["epoch"] == position["epoch"] + 1
+
+
+@pytest.mark.parametrize("loss", ["ce+dice"])  # a per-pixel and a per-image term
+def test_two_ranks_train_the_single_process_model_with_a_per_image_loss(voc, tmp_path, loss):
+    import tinyfcn.functional as F
+    from tinyfcn.losses import LOSSES, TERMS
+    missing = [TERMS[t].fn for t in LOSSES[loss] if not hasattr(F, TERMS[t].fn)]
+    if missing:
+        pytest.skip(f"tinyfcn.functional has no {missing}")
+    mpiexec()
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["--voc-root", str(voc), *TOY, "--epochs", "1", "--loss", loss]
+    single = run([*args, "--out", str(one)])
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = run([*args, "--out", str(two)], ranks=2)
+    assert double.returncode == 0, double.stderr[-2000:]
+    a = tinyfcn.load(one / "checkpoint-last.npz")
+    b = tinyfcn.load(two / "checkpoint-last.npz")
+    for k in a["model"]:
+        np.testing.assert_allclose(b["model"][k], a["model"][k], rtol=2e-4, atol=2e-6,
+                                   err_msg=k)
+    assert b["history"][0]["train_loss"] == pytest.approx(a["history"][0]["train_loss"],
+                                                          rel=1e-4)

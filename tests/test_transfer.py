@@ -10,7 +10,7 @@ import pytest
 import tinyfcn
 from tinyfcn import Tensor, models, nn, optim
 from tinyfcn.data.crops import object_crops
-from tinyfcn.train import reference_lr, reference_param_groups
+from tinyfcn.recipes import reference_lr, reference_param_groups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

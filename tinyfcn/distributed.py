@@ -7,13 +7,16 @@ the step a single process would take on the whole batch. Without an MPI launch
 this is one process and nothing here is imported from mpi4py.
 
 Collective waits are bounded: a rank that died or hangs ends the run with a message
-after `timeout` seconds instead of blocking the others forever.
+after `timeout` seconds instead of blocking the others forever, and a rank that fails
+(`abort`) ends every rank at once. A rank waiting for the others gives up at a second
+signal (the first one asks every rank to stop together at the next step).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -39,6 +42,7 @@ class World:
         self.comm, self.timeout = comm, timeout
         self.rank = comm.Get_rank() if comm is not None else 0
         self.size = comm.Get_size() if comm is not None else 1
+        self.signals: list = []  # SIGINT / SIGTERM received while training (the Trainer's)
 
     @classmethod
     def from_environment(cls, timeout: float = 600.0) -> World:
@@ -63,8 +67,26 @@ class World:
                 print(f"error: rank {self.rank}: no answer from the other ranks within "
                       f"{self.timeout:.0f} s during {what} (a rank died or hangs); ending "
                       f"the run", file=sys.stderr, flush=True)
-                self.comm.Abort(3)
+                self.abort(3)
+            if len(self.signals) > 1:  # asked twice: stop waiting for the others
+                name = signal.Signals(self.signals[-1]).name
+                print(f"error: rank {self.rank}: {name} again while waiting for the other "
+                      f"ranks during {what}; ending the run", file=sys.stderr, flush=True)
+                self.abort(128 + self.signals[-1])
             time.sleep(0.0005)
+
+    def abort(self, code: int) -> None:
+        """End every rank now with exit status `code` (a rank that fails calls it, so the
+        others do not wait for it); nothing to do in a single process."""
+        if self.comm is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+    def barrier(self, what: str = "a barrier") -> None:
+        """Wait until every rank gets here (bounded like every collective wait)."""
+        self.sum_(np.zeros(1, np.float32), what)
 
     def sum_(self, array: np.ndarray, what: str = "an all-reduce") -> np.ndarray:
         """Sum `array` (contiguous) over the ranks, in place."""
@@ -73,6 +95,17 @@ class World:
         from mpi4py import MPI
         self._wait(self.comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM), what)
         return array
+
+    def sum_gradients(self, parameters, extra) -> np.ndarray:
+        """Sum the gradients of `parameters` over the ranks, in place, and `extra` (a few
+        numbers riding in the same buffer); returns the summed `extra` as float64. A
+        single process has nothing to add: its gradients stay as they are."""
+        extra = np.asarray(extra, np.float64).ravel()
+        if self.size == 1:
+            return extra
+        flat = self.sum_(flat_gradients(parameters, extra), "the gradients")
+        set_flat_gradients(parameters, flat[:-extra.size])
+        return flat[-extra.size:].astype(np.float64)
 
     def check_same(self, what: str, value) -> None:
         """Refuse a launch whose ranks disagree on `value` (arguments, data, model)."""
@@ -96,10 +129,10 @@ class World:
 def flat_gradients(parameters, extra=None) -> np.ndarray:
     """The gradients of the parameters that have one, in one float32 buffer (every rank
     runs the same graph, so the same parameters have gradients on every rank), followed by
-    `extra` if given: one copy, one all-reduce."""
+    `extra` (a number or a few) if given: one copy, one all-reduce."""
     parts = [p.grad.ravel() for p in parameters if p.grad is not None]
     if extra is not None:
-        parts.append(np.array([extra], np.float32))
+        parts.append(np.asarray(extra, np.float32).ravel())
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 

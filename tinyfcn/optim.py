@@ -360,3 +360,23 @@ class ConstantLR(LRSchedule):
 
 # the schedules over a run of known length, by their names in the command-line tools
 SCHEDULES = {"poly": PolyLR, "cosine": CosineLR, "step": MilestoneLR, "constant": ConstantLR}
+
+
+# ------------------------------------------------------------------ building by name
+# Each optimizer's defaults when a run names it: one place, so the command line, the
+# Trainer and a resumed run agree (Adam's usual rate without decay; SGD as in FCN).
+OPTIMIZERS = {"sgd": (SGD, {"lr": 0.01, "weight_decay": 5e-4, "momentum": 0.9}),
+              "adam": (Adam, {"lr": 1e-3, "weight_decay": 0.0})}
+
+
+def build(name: str, params, lr: float | None = None, weight_decay: float | None = None,
+          momentum: float | None = None) -> Optimizer:
+    """The optimizer `name` ("sgd" or "adam") over `params`; None takes its default
+    (OPTIMIZERS). `momentum` is SGD's; Adam has none (its betas play that part), so there
+    it is not used."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    cls, defaults = OPTIMIZERS[name]
+    given = {"lr": lr, "weight_decay": weight_decay,
+             "momentum": momentum if "momentum" in defaults else None}
+    return cls(params, **{**defaults, **{k: v for k, v in given.items() if v is not None}})

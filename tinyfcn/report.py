@@ -1,6 +1,6 @@
-"""What a run leaves in its folder, besides checkpoints:
+"""What a run leaves in its folder, besides checkpoints, and what it prints:
 
-    config.json          every setting of the run and the versions it ran with
+    config.json          every setting of the run, its run id and the versions it ran with
     log.csv              a row per training step and per validation
     metrics.json         one record per epoch (the history)
     training-curve.png   loss per step (log scale, moving average); mIoU, pixel acc per epoch
@@ -12,10 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import platform
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,65 @@ def versions() -> dict:
             "numba": numba.__version__, "tinyfcn": tinyfcn.__version__}
 
 
+class OutputError(Exception):
+    """The run folder cannot be written (a file in its place, no permission, a full disk);
+    the message is one line naming the path."""
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns an OSError while writing `path` into an `OutputError` naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or path}: {e.strerror or e}") from None
+
+
+def check_writable(folder) -> None:
+    """Raise `OutputError` unless `folder` is, or can be made, a folder we may write in;
+    creates nothing (the nearest existing ancestor is probed with a temporary file)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {folder}: {existing} is a file, not a folder")
+    with writing(existing), tempfile.TemporaryFile(dir=existing):
+        pass
+
+
+def run_id_in(folder) -> str | None:
+    """The run id the run folder's config.json names (None: no such file, or no id)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("run_id") if isinstance(config, dict) else None
+
+
+def print_table(record: dict, log=print) -> None:
+    """One epoch's scores and per-class IoU, three classes a line."""
+    partial = f", stopped after step {record['steps']}" if "steps" in record else ""
+    lines = [f"\nepoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  "
+             f"({record['seconds']:.0f} s{partial})",
+             f"  {'pixel acc':>10} {'mean acc':>10} {'mean IoU':>10} {'fw IoU':>10}",
+             f"  {record['pixel_acc']:>10.3f} {record['mean_acc']:>10.3f} "
+             f"{record['mean_iou']:>10.3f} {record['fw_iou']:>10.3f}"]
+    cells = [f"{name[:18]:<18} {'  -  ' if math.isnan(v) else f'{v:.3f}'}"
+             for name, v in record["per_class_iou"].items()]
+    lines += ["  " + "   ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
+    log("\n".join(lines))
+    sys.stdout.flush()
+
+
+def print_class_weights(names, weights, shares=None, log=print) -> None:
+    """The loss weight of each class, beside its share of the training pixels if known."""
+    log(f"  {'class':<20} {'pixels':>8} {'weight':>8}")
+    for i, (name, weight) in enumerate(zip(names, weights)):
+        share = "-" if shares is None else f"{shares[i]:.2%}"
+        log(f"  {name[:20]:<20} {share:>8} {weight:>8.3f}")
+
+
 def _write_json(path: Path, obj) -> None:
     text = json.dumps(obj, indent=1, default=str).encode()
     atomic_write(path, lambda f: f.write(text))
@@ -50,11 +113,14 @@ class RunFolder:
 
     def start(self, config: dict, epoch: int, step_in_epoch: int) -> None:
         """Write config.json; keep only the log rows up to the run's position (a fresh run
-        starts an empty log, a resumed one drops rows a crash left past its checkpoint)."""
+        starts an empty log, a resumed one drops rows a crash left past its checkpoint, and
+        a row a crash cut short)."""
         if not self.enabled:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out / "config.json", {**config, "versions": versions()})
+        check_writable(self.out)
+        with writing(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out / "config.json", {**config, "versions": versions()})
         def done(row) -> bool:  # logged before the position the run continues from
             e = int(row["epoch"])
             if row["kind"] == "val":
@@ -67,13 +133,21 @@ class RunFolder:
         writer.writeheader()
         writer.writerows(kept)
         text = buffer.getvalue().encode()
-        atomic_write(self.log_path, lambda f: f.write(text))
+        with writing(self.log_path):
+            atomic_write(self.log_path, lambda f: f.write(text))
 
     def rows(self) -> list:
+        """The complete rows of log.csv (a last line without its newline, left by a crash
+        in the middle of an append, is not one)."""
         if not self.log_path.is_file():
             return []
         with open(self.log_path, newline="") as f:
-            return [row for row in csv.DictReader(f) if row.get("kind") in ("train", "val")]
+            text = f.read()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()
+        return [row for row in csv.DictReader(lines) if row.get("kind") in ("train", "val")
+                and None not in row.values()]
 
     def steps(self) -> list:
         """The training rows of log.csv as {"epoch", "step", "loss"} (for the curves)."""
@@ -81,9 +155,10 @@ class RunFolder:
                 for r in self.rows() if r["kind"] == "train"]
 
     def _append(self, row: dict) -> None:
+        """One row, on disk when this returns (closing the file flushes it)."""
         if not self.enabled:
             return
-        with open(self.log_path, "a", newline="") as f:
+        with writing(self.log_path), open(self.log_path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow(row)
 
     def log_step(self, epoch, step, loss, lr, seconds, images) -> None:
@@ -100,20 +175,26 @@ class RunFolder:
         """metrics.json and the training curve."""
         if not self.enabled:
             return
-        _write_json(self.out / "metrics.json", history)
-        plots.training_curve(self.steps(), history, self.out / "training-curve.png")
+        with writing(self.out):
+            _write_json(self.out / "metrics.json", history)
+            plots.training_curve(self.steps(), history, self.out / "training-curve.png")
 
     def write_epoch(self, history, scores, hist, class_names, picture, epoch) -> None:
         if not self.enabled:
             return
         self.write_history(history)
-        write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", picture)
-        plots.per_class_iou(scores, self.out / "per-class-iou.png")
-        plots.confusion(hist, class_names, self.out / "confusion.png")
+        with writing(self.out):
+            write_image(self.out / "predictions" / f"epoch-{epoch:03d}.png", picture)
+            plots.per_class_iou(scores, self.out / "per-class-iou.png")
+            plots.confusion(hist, class_names, self.out / "confusion.png")
 
     def write_evaluation(self, scores, hist, class_names, picture) -> None:
         if not self.enabled:
             return
+        with writing(self.out):
+            self._write_evaluation(scores, hist, class_names, picture)
+
+    def _write_evaluation(self, scores, hist, class_names, picture) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         per_class_acc = np.diag(hist) / np.maximum(hist.sum(axis=1), 1)
         _write_json(self.out / "eval.json", {

@@ -109,14 +109,20 @@ def save(obj: dict, path) -> None:
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}} etc.
 
 
-def _load_torch(path: Path) -> dict:
-    state = read_torch_file(path)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+def unwrap_state_dict(state: dict) -> dict:
+    """The state dict inside a {"state_dict": ...}, {"model_state_dict": ...} or {"model": ...}
+    wrapper (a tinyfcn training checkpoint is the last kind); `state` itself otherwise."""
     for key in WRAPPER_KEYS:
         if isinstance(state.get(key), dict):
             return state[key]
     return state
+
+
+def _load_torch(path: Path) -> dict:
+    state = read_torch_file(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return unwrap_state_dict(state)
 
 
 def _save_safetensors(obj: dict, path: Path) -> None:

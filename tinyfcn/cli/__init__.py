@@ -1,1 +1,1 @@
-"""tinyfcn's command-line programs (console scripts installed by pip)."""
+"""The commands tinyfcn installs (console scripts); each module has `main(argv=None)`."""

@@ -24,7 +24,7 @@ from tinyfcn.models.backbones import add_encoder, make_backbone
 from tinyfcn.models.base import SegmentationModel
 from tinyfcn.models.vgg import conv_indices
 from tinyfcn.nn import Conv2d, ConvTranspose2d, Module, init
-from tinyfcn.serialization import load
+from tinyfcn.serialization import load, unwrap_state_dict
 from tinyfcn.tensor import Tensor
 
 
@@ -65,7 +65,7 @@ class FCN(SegmentationModel):
             state = source
         else:
             state = load(source)
-        state = state.get("model", state)  # a tinyfcn training checkpoint of a classifier
+        state = unwrap_state_dict(state)  # e.g. a tinyfcn training checkpoint of a classifier
         pairs = [(f"features.{i}.{p}", f"{name}.{p}") for name, i in conv_indices(self.backbone)
                  for p in ("weight", "bias")]
         pairs += [(f"classifier.{i}.{p}", f"{fc}.{p}") for i, fc in ((0, "fc6"), (3, "fc7"))
