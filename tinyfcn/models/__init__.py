@@ -5,8 +5,6 @@ the `config` dict every model carries, `from_checkpoint` one with its trained we
 
 import numpy as np
 
-import numpy as np
-
 from tinyfcn.models.base import SegmentationModel
 from tinyfcn.models.deconvnet import DeconvNet, deconvnet
 from tinyfcn.models.fcn import FCN, FCN8s, FCN16s, FCN32s, fcn8s, fcn16s, fcn32s
