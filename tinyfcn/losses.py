@@ -21,11 +21,11 @@ from tinyfcn import functional as F
 
 @dataclass(frozen=True)
 class Term:
-    """`fn(logits, target, ignore_index=..., [weight=...,] reduction="sum")`, given as the
-    name of a function of tinyfcn.functional (looked up when called) or as a callable;
-    `per` is "pixel" or "image"; `weighted`: whether it takes the class weights."""
+    """`fn(logits, target, ignore_index=..., [weight=...,] reduction="sum")`, a function of
+    tinyfcn.functional or your own; `per` is "pixel" or "image"; `weighted`: whether it
+    takes the class weights."""
 
-    fn: str | Callable
+    fn: Callable
     per: str = "pixel"
     weighted: bool = True
 
@@ -35,25 +35,16 @@ class Term:
 
     @property
     def name(self) -> str:
-        return self.fn if isinstance(self.fn, str) else getattr(self.fn, "__name__", "loss")
-
-    def function(self) -> Callable:
-        if not isinstance(self.fn, str):
-            return self.fn
-        fn = getattr(F, self.fn, None)
-        if fn is None:
-            raise ValueError(f"this tinyfcn has no tinyfcn.functional.{self.fn}")
-        return fn
+        return getattr(self.fn, "__name__", "loss")
 
     def sum(self, logits, target, ignore_index: int, weight=None):
         kwargs = {"weight": weight} if self.weighted else {}
-        return self.function()(logits, target, ignore_index=ignore_index, reduction="sum",
-                               **kwargs)
+        return self.fn(logits, target, ignore_index=ignore_index, reduction="sum", **kwargs)
 
 
-TERMS = {"ce": Term("cross_entropy"), "focal": Term("focal_loss"),
-         "dice": Term("dice_loss", per="image"),
-         "lovasz": Term("lovasz_softmax", per="image", weighted=False)}
+TERMS = {"ce": Term(F.cross_entropy), "focal": Term(F.focal_loss),
+         "dice": Term(F.dice_loss, per="image"),
+         "lovasz": Term(F.lovasz_softmax, per="image", weighted=False)}
 LOSSES = {"ce": ("ce",), "dice": ("dice",), "focal": ("focal",), "lovasz": ("lovasz",),
           "ce+dice": ("ce", "dice")}
 
@@ -79,6 +70,4 @@ def loss_terms(loss=None, class_weights=None) -> tuple[Term, ...]:
     for term in terms:
         if class_weights is not None and not term.weighted:
             raise ValueError(f"the loss term {term.name} takes no class weights")
-        if isinstance(term.fn, str):
-            term.function()  # fails now, not at the first step
     return terms
