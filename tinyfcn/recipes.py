@@ -17,7 +17,7 @@ from tinyfcn.data.loader import Subset, subset_ids
 from tinyfcn.data.stats import class_pixel_counts, median_frequency_weights
 from tinyfcn.data.transforms import resize
 from tinyfcn.nn import ConvTranspose2d
-from tinyfcn.optim import SGD, ConstantLR
+from tinyfcn.optim import SCHEDULES, SGD, ConstantLR, build
 
 # The reference solvers: SGD at a fixed rate for a loss *summed* over the pixels of a batch
 # (`normalize: false`), with biases at twice the rate and no decay (lr_mult 2, decay_mult 0).
@@ -127,17 +127,37 @@ def fill_defaults(own_data: bool, train, val, crop=None, val_every=None, time_bu
 
 def class_weights(train, how):
     """Loss weights per class for the data set `train`: `how` is "auto" (median-frequency
-    balancing, for rare classes) or one weight per class. Returns (weights, each class's
-    share of the training pixels, or None when not counted)."""
+    balancing, for rare classes), one weight per class, or such a list as text
+    ("1,2.5,..."). Returns (weights, each class's share of the training pixels, or None
+    when not counted)."""
     if how == "auto":
         pixels, present_in = class_pixel_counts(train, len(train.class_names))
         return median_frequency_weights(pixels, present_in), pixels / max(pixels.sum(), 1)
+    if isinstance(how, str):
+        try:
+            how = [float(w) for w in how.split(",")]
+        except ValueError:
+            raise ValueError(f"class weights {how!r}: expected auto or numbers separated by "
+                             f"commas") from None
     weights = np.asarray(how, np.float32)
     if weights.shape != (len(train.class_names),) or not (np.isfinite(weights)
                                                           & (weights >= 0)).all():
         raise ValueError(f"class weights: {len(train.class_names)} finite, non-negative "
                          f"weights are needed, one per class; got {list(how)}")
     return weights, None
+
+
+def optimizer(model, recipe: str, name: str, total_steps: int, pixels_per_batch: int, *,
+              lr=None, weight_decay=None, momentum=None, schedule="poly", warmup_steps=0,
+              learn_upsampling=False):
+    """(optimizer, schedule, a line saying what was chosen or None) of a run: the
+    reference's (`recipe` "reference", see `reference_optimizer`) or `optim.build(name)`
+    with the schedule `schedule` over `total_steps`."""
+    if recipe == "reference":
+        return reference_optimizer(model, model.config["model"], pixels_per_batch,
+                                   total_steps, lr, learn_upsampling)
+    opt = build(name, model.parameters(), lr, weight_decay, momentum)
+    return opt, SCHEDULES[schedule](opt, total_steps, warmup_steps=warmup_steps), None
 
 
 # ------------------------------------------------------------------- the builders

@@ -8,6 +8,7 @@ policy and the recipes live in tinyfcn.train and tinyfcn.recipes."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -104,10 +105,11 @@ def parser() -> argparse.ArgumentParser:
     add("--loss", default="ce", choices=sorted(LOSSES), help="cross-entropy, Dice, focal, "
         "Lovasz-softmax or cross-entropy plus Dice")
     add("--optimizer", default="adam", choices=sorted(optim.OPTIMIZERS), help="the optimizer")
-    add("--lr", type=float, help="base learning rate (default: 1e-3 for adam, 0.01 for sgd, "
-        "the reference's for --recipe reference)")
-    add("--momentum", type=float, help="SGD's momentum (default 0.9)")
-    add("--weight-decay", type=float, help="L2 weight decay (default: 5e-4 for sgd, 0 for adam)")
+    add("--lr", type=float, help=f"base learning rate (default: {defaults('lr')}; the "
+        "reference's for --recipe reference)")
+    add("--momentum", type=float, help=f"SGD's momentum (default: {defaults('momentum')})")
+    add("--weight-decay", type=float, help=f"L2 weight decay (default: "
+        f"{defaults('weight_decay')})")
     add("--lr-schedule", default="poly", choices=sorted(optim.SCHEDULES),
         help="how the learning rate falls over the run")
     add("--warmup", type=NON_NEGATIVE, default=0, metavar="STEPS",
@@ -140,6 +142,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def defaults(key: str) -> str:
+    """Each optimizer's default `key`, as optim.OPTIMIZERS holds it (for --help)."""
+    return ", ".join(f"{values[key]:g} for {name}"
+                     for name, (_, values) in optim.OPTIMIZERS.items() if key in values)
+
+
 UNSET = object()
 
 
@@ -161,14 +169,7 @@ def class_weights(args, train):
     """None, or one loss weight per class (printed as a table)."""
     if args.class_weights == "none":
         return None
-    how = args.class_weights
-    if how != "auto":
-        try:
-            how = [float(w) for w in how.split(",")]
-        except ValueError:
-            raise ValueError(f"--class-weights {how!r}: expected none, auto or numbers "
-                             f"separated by commas") from None
-    weights, shares = recipes.class_weights(train, how)
+    weights, shares = recipes.class_weights(train, args.class_weights)
     print_class_weights(train.class_names, weights, shares)
     return weights
 
@@ -194,15 +195,13 @@ def build_trainer(args, world, model=None) -> Trainer:
         model = recipes.new_model(args.model, len(train.class_names), args.backbone,
                                   args.backbone_weights, args.init_from)
     steps = max(args.epochs * batches_per_epoch(len(train), args.batch_size), 1)
-    if args.recipe == "reference":
-        pixels = args.batch_size * args.crop_size[0] * args.crop_size[1]
-        opt, sched, summary = recipes.reference_optimizer(model, args.model, pixels, steps,
-                                                          args.lr, args.learn_upsampling)
+    opt, sched, summary = recipes.optimizer(
+        model, args.recipe, args.optimizer, steps, args.batch_size * math.prod(args.crop_size),
+        lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        schedule=args.lr_schedule, warmup_steps=args.warmup,
+        learn_upsampling=args.learn_upsampling)
+    if summary:
         print(summary)
-    else:
-        opt = optim.build(args.optimizer, model.parameters(), args.lr, args.weight_decay,
-                          args.momentum)
-        sched = optim.SCHEDULES[args.lr_schedule](opt, steps, warmup_steps=args.warmup)
     settings = RunSettings(args.batch_size, args.seed, args.clip_grad,
                            class_weights(args, train), args.val_every, args.workers,
                            args.best_with_optimizer)
