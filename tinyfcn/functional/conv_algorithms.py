@@ -1,0 +1,216 @@
+"""Which algorithm computes each conv2d, and the algorithms beside the im2col reference.
+
+Every algorithm computes the same convolution (up to float rounding) and its two gradients:
+
+    "im2col"        the literal Y = W @ im2col(X) of `tinyfcn.functional.conv`: the reference
+                    the notebooks teach and every other algorithm is tested against
+    "im2col-tiled"  the same products, with the column matrix built a few output rows at a
+                    time and multiplied while it is still in cache, never whole
+
+`F.conv2d(..., algorithm=None)` picks one per layer shape by `choose`, a fixed rule of the
+shape alone (not of the batch size, not of a timing taken at run time): every process of a
+data-parallel run and every resumed run picks the same, so their results stay equal.
+`set_conv_algorithm(name)` forces one everywhere it applies; `conv_algorithms()` reports
+which one ran for each layer shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyfcn.functional.conv import Conv2d, Geometry, _input_gradient_geometry
+from tinyfcn.kernels import col2im_tile, gemm_threads, im2col_tile, in_parallel
+from tinyfcn.tensor import Function
+
+ALGORITHMS = ("im2col", "im2col-tiled", "winograd", "direct")
+
+_forced: str | None = None  # by set_conv_algorithm
+_ran: dict[str, str] = {}   # layer shape -> the algorithm that ran, for conv_algorithms()
+
+
+def _check_name(name, what: str) -> None:
+    if name is not None and name not in ALGORITHMS:
+        raise ValueError(f"{what} must be None or one of {', '.join(map(repr, ALGORITHMS))}, "
+                         f"got {name!r}")
+
+
+def set_conv_algorithm(name: str | None) -> None:
+    """Force `name` for every conv2d it applies to (the others run "im2col" and
+    `conv_algorithms()` says why); None restores the choice per layer shape."""
+    global _forced
+    _check_name(name, "set_conv_algorithm's name")
+    _forced = name
+    _ran.clear()
+
+
+def conv_algorithms() -> dict[str, str]:
+    """{layer shape: algorithm} of every conv2d shape run since the start or the last
+    `set_conv_algorithm`, e.g. {"3->32 3x3 @ 128x128, stride 1, padding 1": "direct"}."""
+    return dict(_ran)
+
+
+def describe(geo: Geometry, C_out: int) -> str:
+    text = (f"{geo.C}->{C_out} {geo.kH}x{geo.kW} @ {geo.H}x{geo.W}, stride {geo.sH}"
+            f"{'' if geo.sH == geo.sW else 'x' + str(geo.sW)}, padding {geo.pH}"
+            f"{'' if geo.pH == geo.pW else 'x' + str(geo.pW)}")
+    if (geo.dH, geo.dW) != (1, 1):
+        text += f", dilation {geo.dH}x{geo.dW}"
+    return text
+
+
+def unsupported(name: str, geo: Geometry, C_out: int) -> str | None:
+    """Why algorithm `name` cannot compute this convolution, or None if it can."""
+    if name == "im2col":
+        return None
+    if name == "im2col-tiled":
+        return "a 1x1 convolution has no column matrix to tile" if geo.is_pointwise else None
+    return "not implemented yet"
+
+
+def choose(geo: Geometry, C_out: int) -> str:
+    """The algorithm for a layer shape: a fixed rule (see the module docstring)."""
+    return "im2col"
+
+
+# ---------------------------------------------------------------- "im2col-tiled"
+
+# A column tile of about this many bytes (K rows by a few output rows of one image) is
+# written by im2col_tile and read by the product right after, while it is still in the
+# cache; the whole column matrix of an early layer would not fit in any cache.
+TILE_BYTES = 1 << 19
+
+
+def _tiles(geo: Geometry, N: int, K: int, itemsize: int):
+    """[(n, oh0, oh1)]: each image's output rows in tiles of `rows` rows (the second value)."""
+    rows = max(1, min(geo.H_out, TILE_BYTES // (K * geo.W_out * itemsize)))
+    return [(n, oh0, min(oh0 + rows, geo.H_out))
+            for n in range(N) for oh0 in range(0, geo.H_out, rows)], rows
+
+
+def _shares(items: list, parts: int) -> list:
+    """`items` cut into `parts` contiguous runs of nearly equal length."""
+    return [items[len(items) * k // parts:len(items) * (k + 1) // parts] for k in range(parts)]
+
+
+def _kernel_args(geo: Geometry) -> tuple:
+    return geo.kH, geo.kW, geo.sH, geo.sW, geo.pH, geo.pW, geo.dH, geo.dW, geo.W_out
+
+
+def tiled_conv(x: np.ndarray, w2: np.ndarray, geo: Geometry, bias=None) -> np.ndarray:
+    """Y = W @ im2col(X), tile by tile, each product written straight into NCHW:
+    x (N, C, H, W), w2 (C_out, K) -> (N, C_out, H_out, W_out)."""
+    N, (C_out, K), W_out = x.shape[0], w2.shape, geo.W_out
+    y = np.empty((N, C_out, geo.H_out * W_out), dtype=x.dtype)
+    tiles, rows = _tiles(geo, N, K, x.itemsize)
+    shares = _shares(tiles, min(gemm_threads(), len(tiles)))
+
+    def work(k):
+        col = np.empty((K, rows * W_out), dtype=x.dtype)
+        for n, oh0, oh1 in shares[k]:
+            im2col_tile(x, col, n, oh0, oh1, *_kernel_args(geo))
+            out = y[n, :, oh0 * W_out:oh1 * W_out]
+            np.matmul(w2, col[:, :out.shape[1]], out=out)  # (C_out, K) @ (K, P) -> (C_out, P)
+            if bias is not None:
+                out += bias[:, None]
+
+    in_parallel(work, len(shares))
+    return y.reshape(N, C_out, geo.H_out, W_out)
+
+
+def tiled_weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
+    """gW = gY @ im2col(X).T summed tile by tile: x (N, C, H, W), g (N, C_out, H_out, W_out)
+    -> (C_out, K); each thread sums its own tiles, then the threads' sums are added."""
+    N, C_out, W_out = x.shape[0], g.shape[1], geo.W_out
+    K = geo.C * geo.kH * geo.kW
+    g3 = g.reshape(N, C_out, -1)
+    tiles, rows = _tiles(geo, N, K, x.itemsize)
+    shares = _shares(tiles, min(gemm_threads(), len(tiles)))
+
+    def work(k):
+        col = np.empty((K, rows * W_out), dtype=x.dtype)
+        gw, part = np.zeros((C_out, K), dtype=x.dtype), np.empty((C_out, K), dtype=x.dtype)
+        for n, oh0, oh1 in shares[k]:
+            im2col_tile(x, col, n, oh0, oh1, *_kernel_args(geo))
+            g_tile = g3[n, :, oh0 * W_out:oh1 * W_out]
+            np.matmul(g_tile, col[:, :g_tile.shape[1]].T, out=part)  # (C_out, P) @ (P, K)
+            gw += part
+        return gw
+
+    return sum(in_parallel(work, len(shares)))
+
+
+def tiled_input_gradient(g: np.ndarray, w: np.ndarray, geo: Geometry) -> np.ndarray:
+    """gX for g (N, C_out, H_out, W_out) and w (C_out, C, kH, kW) -> (N, C, H, W): where
+    stride 1 allows, the convolution of gY with the flipped kernel (see
+    `conv.INPUT_GRADIENT_AS_CONV`), tiled; otherwise col2im(W.T @ gY) tile by tile, each
+    thread on whole images so that no two threads add into one pixel."""
+    N, C_out = g.shape[:2]
+    flipped = _input_gradient_geometry(geo, C_out)
+    if flipped is not None:
+        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return tiled_conv(g, w_flip.reshape(geo.C, -1), flipped)
+    W_out, K = geo.W_out, geo.C * geo.kH * geo.kW
+    w2t = w.reshape(C_out, K).T
+    g3 = g.reshape(N, C_out, -1)
+    gx = np.zeros((N, geo.C, geo.H, geo.W), dtype=g.dtype)
+    tiles, rows = _tiles(geo, 1, K, g.itemsize)
+    shares = _shares(list(range(N)), min(gemm_threads(), N))
+
+    def work(k):
+        col = np.empty((K, rows * W_out), dtype=g.dtype)
+        for n in shares[k]:
+            for _, oh0, oh1 in tiles:
+                g_tile = g3[n, :, oh0 * W_out:oh1 * W_out]
+                tile = col[:, :g_tile.shape[1]]
+                np.matmul(w2t, g_tile, out=tile)  # (K, C_out) @ (C_out, P) -> (K, P)
+                col2im_tile(tile, gx, n, oh0, oh1, *_kernel_args(geo))
+
+    in_parallel(work, len(shares))
+    return gx
+
+
+class TiledConv2d(Function):
+    """conv2d as im2col + GEMM in cache-sized tiles of output rows; backward keeps the
+    input (not its column matrix) and rebuilds the tiles it needs."""
+
+    def __init__(self, geo: Geometry):
+        self.geo = geo
+
+    def forward(self, x, w, b=None):
+        x = np.ascontiguousarray(x)
+        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_grad[0] else None
+        self.w_shape = w.shape
+        return tiled_conv(x, np.ascontiguousarray(w).reshape(w.shape[0], -1), self.geo, b)
+
+    def backward(self, g):
+        g = np.ascontiguousarray(g)
+        gx = tiled_input_gradient(g, self.w, self.geo) if self.needs_grad[0] else None
+        gw = (tiled_weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
+              if self.needs_grad[1] else None)
+        self.x = None
+        if len(self.needs_grad) == 2:  # called without a bias
+            return gx, gw
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+
+
+_FUNCTIONS = {"im2col": Conv2d, "im2col-tiled": TiledConv2d}
+
+
+def function_for(geo: Geometry, C_out: int, algorithm: str | None):
+    """The Function class that computes this conv2d; records what ran for the report."""
+    _check_name(algorithm, "algorithm")
+    if algorithm is not None:  # asked for by this call: it must apply
+        why = unsupported(algorithm, geo, C_out)
+        if why is not None:
+            raise ValueError(f"algorithm {algorithm!r} cannot compute conv2d "
+                             f"{describe(geo, C_out)}: {why}")
+        name = shown = algorithm
+    elif _forced is not None:
+        why = unsupported(_forced, geo, C_out)
+        name = _forced if why is None else "im2col"
+        shown = name if why is None else f"im2col ({_forced!r} does not apply: {why})"
+    else:
+        name = shown = choose(geo, C_out)
+    _ran[describe(geo, C_out)] = shown
+    return _FUNCTIONS[name]
