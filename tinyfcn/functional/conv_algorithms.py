@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyfcn.functional.conv import Conv2d, Geometry, _input_gradient_geometry
-from tinyfcn.kernels import col2im_tile, gemm_threads, im2col_tile, in_parallel
+from tinyfcn.functional.conv import (
+    KEEP_COLUMNS_BYTES,
+    Conv2d,
+    Geometry,
+    _input_gradient_geometry,
+    _rows,
+)
+from tinyfcn.kernels import col2im_tile, gemm_threads, im2col_tile, in_parallel, matmul, winograd
+from tinyfcn.kernels.direct import conv2d_direct
 from tinyfcn.tensor import Function
 
 ALGORITHMS = ("im2col", "im2col-tiled", "winograd", "direct")
@@ -64,12 +71,30 @@ def unsupported(name: str, geo: Geometry, C_out: int) -> str | None:
         return None
     if name == "im2col-tiled":
         return "a 1x1 convolution has no column matrix to tile" if geo.is_pointwise else None
-    return "not implemented yet"
+    if name == "winograd":
+        if (geo.kH, geo.kW, geo.sH, geo.sW, geo.dH, geo.dW) != (3, 3, 1, 1, 1, 1):
+            return "F(2x2, 3x3) needs a 3x3 kernel, stride 1 and dilation 1"
+        return None
+    return None  # "direct": any shape
 
 
 def choose(geo: Geometry, C_out: int) -> str:
-    """The algorithm for a layer shape: a fixed rule (see the module docstring)."""
+    """The algorithm for a layer shape: a fixed rule (see the module docstring), drawn from
+    the per-layer measurements of benchmarks/bench_conv_algorithms.py (benchmarks/README.md).
+    Small maps and few channels stay on "im2col": there the difference is overhead."""
+    if geo.is_pointwise:  # a 1x1 convolution is one product already
+        return "im2col"
+    if unsupported("winograd", geo, C_out) is None and min(geo.C, C_out) >= WINOGRAD_CHANNELS:
+        return "winograd"
+    if geo.H_out * geo.W_out >= TILED_PIXELS:
+        return "im2col-tiled"
     return "im2col"
+
+
+# Where the rule starts using Winograd (input and output channels) and tiling (output pixels
+# per image): below them the transforms or the tiles cost more than they save.
+WINOGRAD_CHANNELS = 16
+TILED_PIXELS = 64 * 64
 
 
 # ---------------------------------------------------------------- "im2col-tiled"
@@ -194,7 +219,93 @@ class TiledConv2d(Function):
         return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
 
 
-_FUNCTIONS = {"im2col": Conv2d, "im2col-tiled": TiledConv2d}
+def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
+    """gW (C_out, K) = gY @ im2col(X).T: in one product where the column matrix is small
+    (a tile of a small map would make a thin, slow product), else tile by tile."""
+    K, NL = geo.C * geo.kH * geo.kW, g.shape[0] * g.shape[2] * g.shape[3]
+    if K * NL * x.itemsize > KEEP_COLUMNS_BYTES:
+        return tiled_weight_gradient(x, g, geo)
+    return matmul(_rows(g), geo.im2col(x).T)  # (C_out, N*L) @ (N*L, K)
+
+
+# ---------------------------------------------------------------- "winograd"
+
+def winograd_conv(x: np.ndarray, w: np.ndarray, geo: Geometry, bias=None) -> np.ndarray:
+    """Stride-1 3x3 conv2d by F(2x2, 3x3) (tinyfcn.kernels.winograd): x (N, C, H, W),
+    w (C_out, C, 3, 3) -> (N, C_out, H_out, W_out)."""
+    N, C_out = x.shape[0], w.shape[0]
+    tH, tW = (geo.H_out + 1) // 2, (geo.W_out + 1) // 2
+    V = winograd.input_transform(x, geo.pH, geo.pW, tH, tW)      # (16, C, N*tH*tW)
+    U = winograd.filter_transform(w)                              # (16, C_out, C)
+    M = np.empty((16, C_out, V.shape[2]), dtype=x.dtype)
+    shares = _shares(list(range(16)), gemm_threads())
+
+    def work(k):
+        a, b = shares[k][0], shares[k][-1] + 1
+        np.matmul(U[a:b], V[a:b], out=M[a:b])  # (C_out, C) @ (C, N*tH*tW), per position
+
+    in_parallel(work, len(shares))
+    if bias is None:
+        bias = np.zeros(C_out, dtype=x.dtype)
+    return winograd.output_transform(M, N, geo.H_out, geo.W_out, tH, tW, bias)
+
+
+class WinogradConv2d(Function):
+    """Forward and input gradient (the flipped-kernel convolution, itself a stride-1 3x3
+    conv) by Winograd's F(2x2, 3x3); the weight gradient as im2col's, gY @ im2col(X).T."""
+
+    def __init__(self, geo: Geometry):
+        self.geo = geo
+
+    def forward(self, x, w, b=None):
+        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_grad[0] else None
+        self.w_shape = w.shape
+        return winograd_conv(x, w, self.geo, b)
+
+    def backward(self, g):
+        g = np.ascontiguousarray(g)
+        gx = gw = None
+        if self.needs_grad[0]:
+            flipped = _input_gradient_geometry(self.geo, self.w_shape[0])
+            if flipped is None:  # padded past the kernel's reach: not a plain convolution
+                gx = tiled_input_gradient(g, self.w, self.geo)
+            else:
+                w_flip = np.ascontiguousarray(self.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+                gx = winograd_conv(g, w_flip, flipped)
+        if self.needs_grad[1]:
+            gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
+        self.x = None
+        if len(self.needs_grad) == 2:  # called without a bias
+            return gx, gw
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+
+
+# ---------------------------------------------------------------- "direct"
+
+class DirectConv2d(Function):
+    """Forward by direct convolution (tinyfcn.kernels.direct); the gradients as
+    "im2col-tiled" computes them."""
+
+    def __init__(self, geo: Geometry):
+        self.geo = geo
+
+    def forward(self, x, w, b=None):
+        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_grad[0] else None
+        self.w_shape = w.shape
+        geo = self.geo
+        bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else b
+        return conv2d_direct(x, w, bias, geo.sH, geo.sW, geo.pH, geo.pW, geo.dH, geo.dW,
+                             geo.H_out, geo.W_out)
+
+    backward = TiledConv2d.backward
+
+
+_FUNCTIONS = {"im2col": Conv2d, "im2col-tiled": TiledConv2d, "winograd": WinogradConv2d,
+              "direct": DirectConv2d}
 
 
 def function_for(geo: Geometry, C_out: int, algorithm: str | None):
