@@ -100,3 +100,62 @@ def output_transform(M, N, H_out, W_out, tH, tW, bias):
                 if 2 * ty + a < H_out:
                     y[n, o, 2 * ty + a, :] = row[a, :W_out]
     return y
+
+
+# The weight gradient, as the adjoint of each step above: with gY the output's gradient,
+#     dM = A gY A^T        per 2x2 output tile -> 4x4, `output_transform_adjoint`
+#     dU = dM V^T          16 GEMMs reducing over the tiles
+#     gW = G^T dU G        4x4 -> 3x3, `filter_transform_adjoint`
+
+
+@njit(parallel=True, cache=True)
+def output_transform_adjoint(g, tH, tW):
+    """g (N, C_out, H_out, W_out) -> dM (16, C_out, N*tH*tW); outputs past H_out or W_out
+    (the last tiles' overhang) count as zero."""
+    N, C_out, H_out, W_out = g.shape
+    T = tH * tW
+    dM = np.empty((16, C_out, N * T), dtype=g.dtype)
+    for no in prange(N * C_out):
+        n, o = no // C_out, no % C_out
+        for ty in range(tH):
+            for tx in range(tW):
+                h, w = 2 * ty, 2 * tx
+                g00 = g[n, o, h, w]
+                g01 = g[n, o, h, w + 1] if w + 1 < W_out else 0
+                g10 = g[n, o, h + 1, w] if h + 1 < H_out else 0
+                g11 = g[n, o, h + 1, w + 1] if h + 1 < H_out and w + 1 < W_out else 0
+                col = n * T + ty * tW + tx
+                for a in range(4):  # r = A g: rows g0, g0 + g1, g0 - g1, -g1
+                    if a == 0:
+                        r0, r1 = g00, g01
+                    elif a == 1:
+                        r0, r1 = g00 + g10, g01 + g11
+                    elif a == 2:
+                        r0, r1 = g00 - g10, g01 - g11
+                    else:
+                        r0, r1 = -g10, -g11
+                    dM[4 * a + 0, o, col] = r0  # r A^T
+                    dM[4 * a + 1, o, col] = r0 + r1
+                    dM[4 * a + 2, o, col] = r0 - r1
+                    dM[4 * a + 3, o, col] = -r1
+    return dM
+
+
+@njit(parallel=True, cache=True)
+def filter_transform_adjoint(dU):
+    """dU (16, C_out, C) -> gW (C_out, C, 3, 3) = G^T dU G for each (o, c)."""
+    C_out, C = dU.shape[1:]
+    gw = np.empty((C_out, C, 3, 3), dtype=dU.dtype)
+    for o in prange(C_out):
+        t = np.empty((3, 4), dtype=dU.dtype)
+        for c in range(C):
+            for b in range(4):  # t = G^T dU: rows u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3
+                u0, u1, u2, u3 = dU[b, o, c], dU[4 + b, o, c], dU[8 + b, o, c], dU[12 + b, o, c]
+                t[0, b] = u0 + 0.5 * (u1 + u2)
+                t[1, b] = 0.5 * (u1 - u2)
+                t[2, b] = 0.5 * (u1 + u2) + u3
+            for i in range(3):  # gW = t G
+                gw[o, c, i, 0] = t[i, 0] + 0.5 * (t[i, 1] + t[i, 2])
+                gw[o, c, i, 1] = 0.5 * (t[i, 1] - t[i, 2])
+                gw[o, c, i, 2] = 0.5 * (t[i, 1] + t[i, 2]) + t[i, 3]
+    return gw

@@ -250,6 +250,23 @@ def winograd_conv(x: np.ndarray, w: np.ndarray, geo: Geometry, bias=None) -> np.
     return winograd.output_transform(M, N, geo.H_out, geo.W_out, tH, tW, bias)
 
 
+def winograd_weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
+    """gW (C_out, C, 3, 3) of winograd_conv, by the adjoints of its steps
+    (tinyfcn.kernels.winograd): x (N, C, H, W), g (N, C_out, H_out, W_out)."""
+    tH, tW = (geo.H_out + 1) // 2, (geo.W_out + 1) // 2
+    V = winograd.input_transform(x, geo.pH, geo.pW, tH, tW)       # (16, C, N*tH*tW)
+    dM = winograd.output_transform_adjoint(g, tH, tW)             # (16, C_out, N*tH*tW)
+    dU = np.empty((16, g.shape[1], x.shape[1]), dtype=x.dtype)
+    shares = _shares(list(range(16)), gemm_threads())
+
+    def work(k):
+        a, b = shares[k][0], shares[k][-1] + 1
+        np.matmul(dM[a:b], V[a:b].transpose(0, 2, 1), out=dU[a:b])  # (C_out, T) @ (T, C)
+
+    in_parallel(work, len(shares))
+    return winograd.filter_transform_adjoint(dU)
+
+
 class WinogradConv2d(Function):
     """Forward and input gradient (the flipped-kernel convolution, itself a stride-1 3x3
     conv) by Winograd's F(2x2, 3x3); the weight gradient as im2col's, gY @ im2col(X).T."""
@@ -275,11 +292,21 @@ class WinogradConv2d(Function):
                 w_flip = np.ascontiguousarray(self.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
                 gx = winograd_conv(g, w_flip, flipped)
         if self.needs_grad[1]:
-            gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
+            if min(self.w_shape[:2]) >= WINOGRAD_WEIGHT_GRADIENT_CHANNELS:
+                gw = winograd_weight_gradient(self.x, g, self.geo)
+            else:
+                gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
         self.x = None
         if len(self.needs_grad) == 2:  # called without a bias
             return gx, gw
         return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+
+
+# From this many channels (input and output) the weight gradient too goes by Winograd's
+# transforms: fewer multiplications where the products are bound by arithmetic; below, on
+# wide maps with few channels, they are bound by memory and the transformed arrays (four
+# times the input) cost more than the tiles of gY @ im2col(X).T (benchmarks/README.md).
+WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 128
 
 
 # ---------------------------------------------------------------- "direct"
