@@ -6,7 +6,9 @@ ratios on/off (benchmarks/README.md, "Lever by lever, round 3").
 
 LEVER is one of: selection (im2col forced everywhere vs the per-layer choice),
 winograd-weight-gradient (Winograd's weight gradient in the Winograd layers of >= 128
-channels vs gY @ im2col(X).T), tiled-first-layer (conv1_1 as im2col-tiled vs direct).
+channels vs gY @ im2col(X).T), tiled-first-layer (conv1_1 as im2col-tiled vs direct),
+winograd-bands (Winograd band by band on maps of >= 32 x 32 tiles vs the whole batch
+between products).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ def tiled_first_layer(on: bool):
     algorithms.choose = choose
 
 
-LEVERS = {"selection": selection, "winograd-weight-gradient": winograd_weight_gradient,
+def winograd_bands(on: bool):
+    algorithms.WINOGRAD_BAND_TILES = 32 * 32 if on else float("inf")
+
+
+LEVERS = {"selection": selection, "winograd-bands": winograd_bands,
+          "winograd-weight-gradient": winograd_weight_gradient,
           "tiled-first-layer": tiled_first_layer}
 
 

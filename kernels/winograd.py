@@ -40,72 +40,97 @@ def filter_transform(w):
     return U
 
 
+@njit(cache=True)
+def _input_band(x, n, c, ty0, ty1, pH, pW, tW, V, col0):
+    """V[:, c, col0 + (ty - ty0)*tW + tx] for the tile rows [ty0, ty1) of plane (n, c).
+
+    For each tile row the four input rows it reads are copied, zero-padded, into a small
+    buffer; B^T d is taken along the whole band of rows at once (t), then t B tile by
+    tile along it, so reads and writes run along rows."""
+    H, W = x.shape[2], x.shape[3]
+    Wp = 2 * tW + 2
+    d = np.zeros((4, Wp), dtype=x.dtype)
+    t = np.empty((4, Wp), dtype=x.dtype)
+    w_lo, w_hi = max(0, pW), min(Wp, W + pW)  # where the padded row holds input
+    for ty in range(ty0, ty1):
+        for a in range(4):
+            h = 2 * ty - pH + a
+            if 0 <= h < H and w_lo < w_hi:
+                d[a, w_lo:w_hi] = x[n, c, h, w_lo - pW:w_hi - pW]
+            else:
+                d[a, :] = 0
+        for v in range(Wp):  # t = B^T d
+            t[0, v] = d[0, v] - d[2, v]
+            t[1, v] = d[1, v] + d[2, v]
+            t[2, v] = d[2, v] - d[1, v]
+            t[3, v] = d[1, v] - d[3, v]
+        base = col0 + (ty - ty0) * tW
+        for a in range(4):  # V = t B
+            for tx in range(tW):
+                v = 2 * tx
+                V[4 * a + 0, c, base + tx] = t[a, v] - t[a, v + 2]
+                V[4 * a + 1, c, base + tx] = t[a, v + 1] + t[a, v + 2]
+                V[4 * a + 2, c, base + tx] = t[a, v + 2] - t[a, v + 1]
+                V[4 * a + 3, c, base + tx] = t[a, v + 1] - t[a, v + 3]
+
+
+@njit(cache=True)
+def _output_band(M, col0, y, n, o, ty0, ty1, tW, bias):
+    """y[n, o, rows 2*ty0 .. 2*ty1) from M[:, o, col0 + (ty - ty0)*tW + tx], plus bias;
+    rows and columns past y's edge (the last tiles' overhang) are dropped."""
+    H_out, W_out = y.shape[2], y.shape[3]
+    s = np.empty((2, 4, tW), dtype=M.dtype)
+    row = np.empty((2, 2 * tW), dtype=M.dtype)
+    for ty in range(ty0, ty1):
+        base = col0 + (ty - ty0) * tW
+        for b in range(4):  # s = A^T m
+            for tx in range(tW):
+                m1, m2 = M[4 + b, o, base + tx], M[8 + b, o, base + tx]
+                s[0, b, tx] = M[b, o, base + tx] + m1 + m2
+                s[1, b, tx] = m1 - m2 - M[12 + b, o, base + tx]
+        for a in range(2):  # Y = s A
+            for tx in range(tW):
+                row[a, 2 * tx] = s[a, 0, tx] + s[a, 1, tx] + s[a, 2, tx] + bias
+                row[a, 2 * tx + 1] = s[a, 1, tx] - s[a, 2, tx] - s[a, 3, tx] + bias
+            if 2 * ty + a < H_out:
+                y[n, o, 2 * ty + a, :] = row[a, :W_out]
+
+
 @njit(parallel=True, cache=True)
 def input_transform(x, pH, pW, tH, tW):
-    """x (N, C, H, W), zero padding pH, pW -> V (16, C, N*tH*tW).
-
-    Each (n, c) plane is copied once into a zero-padded buffer; then B^T d is taken for a
-    whole band of four rows at once (t), and t B for every tile along the band, so reads
-    and writes run along rows."""
-    N, C, H, W = x.shape
-    T = tH * tW
-    Hp, Wp = 2 * tH + 2, 2 * tW + 2
-    V = np.empty((16, C, N * T), dtype=x.dtype)
+    """x (N, C, H, W), zero padding pH, pW -> V (16, C, N*tH*tW)."""
+    N, C = x.shape[:2]
+    V = np.empty((16, C, N * tH * tW), dtype=x.dtype)
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        plane = np.zeros((Hp, Wp), dtype=x.dtype)
-        h_end, w_end = min(H, Hp - pH), min(W, Wp - pW)
-        plane[pH:pH + h_end, pW:pW + w_end] = x[n, c, :h_end, :w_end]
-        t = np.empty((4, Wp), dtype=x.dtype)
-        for ty in range(tH):
-            r = 2 * ty
-            for v in range(Wp):  # t = B^T d, for the band of rows r .. r+3
-                t[0, v] = plane[r, v] - plane[r + 2, v]
-                t[1, v] = plane[r + 1, v] + plane[r + 2, v]
-                t[2, v] = plane[r + 2, v] - plane[r + 1, v]
-                t[3, v] = plane[r + 1, v] - plane[r + 3, v]
-            base = n * T + ty * tW
-            for a in range(4):  # V = t B, tile by tile along the band
-                for tx in range(tW):
-                    v = 2 * tx
-                    V[4 * a + 0, c, base + tx] = t[a, v] - t[a, v + 2]
-                    V[4 * a + 1, c, base + tx] = t[a, v + 1] + t[a, v + 2]
-                    V[4 * a + 2, c, base + tx] = t[a, v + 2] - t[a, v + 1]
-                    V[4 * a + 3, c, base + tx] = t[a, v + 1] - t[a, v + 3]
+        _input_band(x, n, c, 0, tH, pH, pW, tW, V, n * tH * tW)
     return V
 
 
 @njit(parallel=True, cache=True)
 def output_transform(M, N, H_out, W_out, tH, tW, bias):
-    """M (16, C_out, N*tH*tW) -> y (N, C_out, H_out, W_out) plus bias (C_out,), dropping
-    the outputs of the last tiles that fall past H_out or W_out."""
+    """M (16, C_out, N*tH*tW) -> y (N, C_out, H_out, W_out) plus bias (C_out,)."""
     C_out = M.shape[1]
-    T = tH * tW
     y = np.empty((N, C_out, H_out, W_out), dtype=M.dtype)
     for no in prange(N * C_out):
         n, o = no // C_out, no % C_out
-        s = np.empty((2, 4, tW), dtype=M.dtype)
-        row = np.empty((2, 2 * tW), dtype=M.dtype)
-        for ty in range(tH):
-            base = n * T + ty * tW
-            for b in range(4):  # s = A^T m, for every tile along the band
-                for tx in range(tW):
-                    m1, m2 = M[4 + b, o, base + tx], M[8 + b, o, base + tx]
-                    s[0, b, tx] = M[b, o, base + tx] + m1 + m2
-                    s[1, b, tx] = m1 - m2 - M[12 + b, o, base + tx]
-            for a in range(2):  # Y = s A
-                for tx in range(tW):
-                    row[a, 2 * tx] = s[a, 0, tx] + s[a, 1, tx] + s[a, 2, tx] + bias[o]
-                    row[a, 2 * tx + 1] = s[a, 1, tx] - s[a, 2, tx] - s[a, 3, tx] + bias[o]
-                if 2 * ty + a < H_out:
-                    y[n, o, 2 * ty + a, :] = row[a, :W_out]
+        _output_band(M, n * tH * tW, y, n, o, 0, tH, tW, bias[o])
     return y
 
 
-# The weight gradient, as the adjoint of each step above: with gY the output's gradient,
-#     dM = A gY A^T        per 2x2 output tile -> 4x4, `output_transform_adjoint`
-#     dU = dM V^T          16 GEMMs reducing over the tiles
-#     gW = G^T dU G        4x4 -> 3x3, `filter_transform_adjoint`
+@njit(nogil=True, cache=True)
+def input_transform_band(x, V, n, ty0, ty1, pH, pW, tW):
+    """Image n's tile rows [ty0, ty1) into V[:, :, :(ty1 - ty0)*tW] (V is (16, C, >= that)):
+    the banded algorithm's piece, single-threaded and without the GIL."""
+    for c in range(x.shape[1]):
+        _input_band(x, n, c, ty0, ty1, pH, pW, tW, V, 0)
+
+
+@njit(nogil=True, cache=True)
+def output_transform_band(M, y, n, ty0, ty1, tW, bias):
+    """The output rows of image n's tile rows [ty0, ty1) from M[:, :, :(ty1 - ty0)*tW]."""
+    for o in range(y.shape[1]):
+        _output_band(M, 0, y, n, o, ty0, ty1, tW, bias[o])
 
 
 @njit(parallel=True, cache=True)

@@ -42,16 +42,18 @@ def conv_cases(draw):
 @contextlib.contextmanager
 def small_tiles_on_three_threads():
     """Tiles of one output row and a pool of 3: every image is cut into several tiles and
-    the tiles (or images) are shared unevenly between threads, as on a real layer; and
-    Winograd's own weight gradient from one channel on (the wide layers' path)."""
-    saved = (algorithms.TILE_BYTES, gemm.gemm_threads(),
-             algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS)
-    algorithms.TILE_BYTES, algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 1, 1
+    the tiles (or images) are shared unevenly between threads, as on a real layer; Winograd
+    band by band of one tile row, and its own weight gradient (the wide layers' paths)."""
+    names = ("TILE_BYTES", "WINOGRAD_WEIGHT_GRADIENT_CHANNELS", "WINOGRAD_BAND_TILES")
+    saved = [getattr(algorithms, name) for name in names], gemm.gemm_threads()
+    for name in names:
+        setattr(algorithms, name, 1)
     gemm.set_gemm_threads(3)
     try:
         yield
     finally:
-        algorithms.TILE_BYTES, algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS = saved[0], saved[2]
+        for name, value in zip(names, saved[0]):
+            setattr(algorithms, name, value)
         gemm.set_gemm_threads(saved[1])
 
 

@@ -230,11 +230,23 @@ def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
 
 # ---------------------------------------------------------------- "winograd"
 
+# From this many tiles per image, Winograd works band by band of tile rows (transformed
+# input, 16 products and output transform of one band while it is in the cache) instead of
+# transforming the whole batch between products: on wide maps with few channels the
+# products are bound by memory, and the whole batch's transformed arrays are four times the
+# input. On small maps a band would make thin, slow products.
+WINOGRAD_BAND_TILES = 32 * 32
+
+
 def winograd_conv(x: np.ndarray, w: np.ndarray, geo: Geometry, bias=None) -> np.ndarray:
     """Stride-1 3x3 conv2d by F(2x2, 3x3) (tinyfcn.kernels.winograd): x (N, C, H, W),
     w (C_out, C, 3, 3) -> (N, C_out, H_out, W_out)."""
     N, C_out = x.shape[0], w.shape[0]
     tH, tW = (geo.H_out + 1) // 2, (geo.W_out + 1) // 2
+    if bias is None:
+        bias = np.zeros(C_out, dtype=x.dtype)
+    if tH * tW >= WINOGRAD_BAND_TILES:
+        return _winograd_bands(x, w, geo, bias, tH, tW)
     V = winograd.input_transform(x, geo.pH, geo.pW, tH, tW)      # (16, C, N*tH*tW)
     U = winograd.filter_transform(w)                              # (16, C_out, C)
     M = np.empty((16, C_out, V.shape[2]), dtype=x.dtype)
@@ -245,9 +257,29 @@ def winograd_conv(x: np.ndarray, w: np.ndarray, geo: Geometry, bias=None) -> np.
         np.matmul(U[a:b], V[a:b], out=M[a:b])  # (C_out, C) @ (C, N*tH*tW), per position
 
     in_parallel(work, len(shares))
-    if bias is None:
-        bias = np.zeros(C_out, dtype=x.dtype)
     return winograd.output_transform(M, N, geo.H_out, geo.W_out, tH, tW, bias)
+
+
+def _winograd_bands(x, w, geo: Geometry, bias, tH: int, tW: int) -> np.ndarray:
+    """winograd_conv band by band of tile rows, each thread on its own share of bands."""
+    N, C, C_out = x.shape[0], x.shape[1], w.shape[0]
+    U = winograd.filter_transform(w)                              # (16, C_out, C)
+    y = np.empty((N, C_out, geo.H_out, geo.W_out), dtype=x.dtype)
+    rows = max(1, min(tH, TILE_BYTES // (16 * max(C, C_out) * tW * x.itemsize)))
+    bands = [(n, ty0, min(ty0 + rows, tH)) for n in range(N) for ty0 in range(0, tH, rows)]
+    shares = _shares(bands, min(gemm_threads(), len(bands)))
+
+    def work(k):
+        V = np.empty((16, C, rows * tW), dtype=x.dtype)
+        M = np.empty((16, C_out, rows * tW), dtype=x.dtype)
+        for n, ty0, ty1 in shares[k]:
+            P = (ty1 - ty0) * tW
+            winograd.input_transform_band(x, V, n, ty0, ty1, geo.pH, geo.pW, tW)
+            np.matmul(U, V[:, :, :P], out=M[:, :, :P])  # 16 x (C_out, C) @ (C, P)
+            winograd.output_transform_band(M, y, n, ty0, ty1, tW, bias)
+
+    in_parallel(work, len(shares))
+    return y
 
 
 def winograd_weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
