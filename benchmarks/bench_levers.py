@@ -5,8 +5,8 @@ ratios on/off (benchmarks/README.md, "Lever by lever, round 3").
     python benchmarks/bench_levers.py LEVER [--repeats 9]
 
 LEVER is one of: selection (im2col forced everywhere vs the per-layer choice),
-winograd-weight-gradient (Winograd's weight gradient in the Winograd layers of >= 128
-channels vs gY @ im2col(X).T), tiled-first-layer (conv1_1 as im2col-tiled vs direct),
+winograd-weight-gradient (Winograd's weight gradient in the Winograd layers, as the rule
+picks, vs gY @ im2col(X).T everywhere), tiled-first-layer (conv1_1 as im2col-tiled vs direct),
 winograd-bands (Winograd band by band on maps of >= 32 x 32 tiles vs the whole batch
 between products).
 """
@@ -28,7 +28,7 @@ def selection(on: bool):
 
 
 def winograd_weight_gradient(on: bool):
-    algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 128 if on else float("inf")
+    algorithms.WINOGRAD_WEIGHT_GRADIENT = on
 
 
 _choose = algorithms.choose

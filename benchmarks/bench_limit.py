@@ -81,12 +81,13 @@ def main():
         wino = name == "winograd"
         one = pass_flop(geo, C_out, N, wino)
         im2col_one = pass_flop(geo, C_out, N, False)
-        wino_gw = wino and min(geo.C, C_out) >= algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS
+        wino_gw = wino and (C_out <= geo.C or min(geo.C, C_out)
+                            >= algorithms.WINOGRAD_WEIGHT_GRADIENT_CHANNELS)
         label = kind if kind == "conv_transpose2d" else name
         infer[label] += one
         train[label] += one + (one if input_grad else 0)  # forward, input gradient
         if wino and not wino_gw:  # the weight gradient as im2col's
-            train["im2col (weight gradient of narrow Winograd layers)"] += im2col_one
+            train["im2col (weight gradient of widening Winograd layers)"] += im2col_one
         else:
             train[label] += one
         as_im2col += im2col_one * (3 if input_grad else 2)

@@ -133,37 +133,51 @@ def output_transform_band(M, y, n, ty0, ty1, tW, bias):
         _output_band(M, 0, y, n, o, ty0, ty1, tW, bias[o])
 
 
+@njit(cache=True)
+def _adjoint_band(g, n, o, ty0, ty1, tW, dM, col0):
+    """dM[:, o, col0 + (ty - ty0)*tW + tx] = A g A^T for the tile rows [ty0, ty1) of g's
+    plane (n, o); outputs past the edge (the last tiles' overhang) count as zero."""
+    H_out, W_out = g.shape[2], g.shape[3]
+    for ty in range(ty0, ty1):
+        h = 2 * ty
+        for tx in range(tW):
+            w = 2 * tx
+            g00 = g[n, o, h, w]
+            g01 = g[n, o, h, w + 1] if w + 1 < W_out else 0
+            g10 = g[n, o, h + 1, w] if h + 1 < H_out else 0
+            g11 = g[n, o, h + 1, w + 1] if h + 1 < H_out and w + 1 < W_out else 0
+            col = col0 + (ty - ty0) * tW + tx
+            for a in range(4):  # r = A g: rows g0, g0 + g1, g0 - g1, -g1
+                if a == 0:
+                    r0, r1 = g00, g01
+                elif a == 1:
+                    r0, r1 = g00 + g10, g01 + g11
+                elif a == 2:
+                    r0, r1 = g00 - g10, g01 - g11
+                else:
+                    r0, r1 = -g10, -g11
+                dM[4 * a + 0, o, col] = r0  # r A^T
+                dM[4 * a + 1, o, col] = r0 + r1
+                dM[4 * a + 2, o, col] = r0 - r1
+                dM[4 * a + 3, o, col] = -r1
+
+
 @njit(parallel=True, cache=True)
 def output_transform_adjoint(g, tH, tW):
-    """g (N, C_out, H_out, W_out) -> dM (16, C_out, N*tH*tW); outputs past H_out or W_out
-    (the last tiles' overhang) count as zero."""
-    N, C_out, H_out, W_out = g.shape
-    T = tH * tW
-    dM = np.empty((16, C_out, N * T), dtype=g.dtype)
+    """g (N, C_out, H_out, W_out) -> dM (16, C_out, N*tH*tW)."""
+    N, C_out = g.shape[:2]
+    dM = np.empty((16, C_out, N * tH * tW), dtype=g.dtype)
     for no in prange(N * C_out):
         n, o = no // C_out, no % C_out
-        for ty in range(tH):
-            for tx in range(tW):
-                h, w = 2 * ty, 2 * tx
-                g00 = g[n, o, h, w]
-                g01 = g[n, o, h, w + 1] if w + 1 < W_out else 0
-                g10 = g[n, o, h + 1, w] if h + 1 < H_out else 0
-                g11 = g[n, o, h + 1, w + 1] if h + 1 < H_out and w + 1 < W_out else 0
-                col = n * T + ty * tW + tx
-                for a in range(4):  # r = A g: rows g0, g0 + g1, g0 - g1, -g1
-                    if a == 0:
-                        r0, r1 = g00, g01
-                    elif a == 1:
-                        r0, r1 = g00 + g10, g01 + g11
-                    elif a == 2:
-                        r0, r1 = g00 - g10, g01 - g11
-                    else:
-                        r0, r1 = -g10, -g11
-                    dM[4 * a + 0, o, col] = r0  # r A^T
-                    dM[4 * a + 1, o, col] = r0 + r1
-                    dM[4 * a + 2, o, col] = r0 - r1
-                    dM[4 * a + 3, o, col] = -r1
+        _adjoint_band(g, n, o, 0, tH, tW, dM, n * tH * tW)
     return dM
+
+
+@njit(nogil=True, cache=True)
+def output_transform_adjoint_band(g, dM, n, ty0, ty1, tW):
+    """Image n's tile rows [ty0, ty1) of output_transform_adjoint into dM[:, :, :P]."""
+    for o in range(g.shape[1]):
+        _adjoint_band(g, n, o, ty0, ty1, tW, dM, 0)
 
 
 @njit(parallel=True, cache=True)

@@ -286,6 +286,8 @@ def winograd_weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.
     """gW (C_out, C, 3, 3) of winograd_conv, by the adjoints of its steps
     (tinyfcn.kernels.winograd): x (N, C, H, W), g (N, C_out, H_out, W_out)."""
     tH, tW = (geo.H_out + 1) // 2, (geo.W_out + 1) // 2
+    if tH * tW >= WINOGRAD_BAND_TILES:
+        return _winograd_weight_gradient_bands(x, g, geo, tH, tW)
     V = winograd.input_transform(x, geo.pH, geo.pW, tH, tW)       # (16, C, N*tH*tW)
     dM = winograd.output_transform_adjoint(g, tH, tW)             # (16, C_out, N*tH*tW)
     dU = np.empty((16, g.shape[1], x.shape[1]), dtype=x.dtype)
@@ -297,6 +299,29 @@ def winograd_weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.
 
     in_parallel(work, len(shares))
     return winograd.filter_transform_adjoint(dU)
+
+
+def _winograd_weight_gradient_bands(x, g, geo: Geometry, tH: int, tW: int) -> np.ndarray:
+    """winograd_weight_gradient band by band; each thread sums dU over its own bands."""
+    N, C, C_out = x.shape[0], x.shape[1], g.shape[1]
+    rows = max(1, min(tH, TILE_BYTES // (16 * max(C, C_out) * tW * x.itemsize)))
+    bands = [(n, ty0, min(ty0 + rows, tH)) for n in range(N) for ty0 in range(0, tH, rows)]
+    shares = _shares(bands, min(gemm_threads(), len(bands)))
+
+    def work(k):
+        V = np.empty((16, C, rows * tW), dtype=x.dtype)
+        dM = np.empty((16, C_out, rows * tW), dtype=x.dtype)
+        dU, part = (np.zeros((16, C_out, C), dtype=x.dtype) for _ in range(2))
+        for n, ty0, ty1 in shares[k]:
+            P = (ty1 - ty0) * tW
+            winograd.input_transform_band(x, V, n, ty0, ty1, geo.pH, geo.pW, tW)
+            winograd.output_transform_adjoint_band(g, dM, n, ty0, ty1, tW)
+            # 16 x (C_out, P) @ (P, C)
+            np.matmul(dM[:, :, :P], V[:, :, :P].transpose(0, 2, 1), out=part)
+            dU += part
+        return dU
+
+    return winograd.filter_transform_adjoint(sum(in_parallel(work, len(shares))))
 
 
 class WinogradConv2d(Function):
@@ -324,7 +349,9 @@ class WinogradConv2d(Function):
                 w_flip = np.ascontiguousarray(self.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
                 gx = winograd_conv(g, w_flip, flipped)
         if self.needs_grad[1]:
-            if min(self.w_shape[:2]) >= WINOGRAD_WEIGHT_GRADIENT_CHANNELS:
+            C_out, C = self.w_shape[:2]
+            if WINOGRAD_WEIGHT_GRADIENT and (
+                    C_out <= C or min(C, C_out) >= WINOGRAD_WEIGHT_GRADIENT_CHANNELS):
                 gw = winograd_weight_gradient(self.x, g, self.geo)
             else:
                 gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
@@ -334,11 +361,11 @@ class WinogradConv2d(Function):
         return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
 
 
-# From this many channels (input and output) the weight gradient too goes by Winograd's
-# transforms: fewer multiplications where the products are bound by arithmetic; below, on
-# wide maps with few channels, they are bound by memory and the transformed arrays (four
-# times the input) cost more than the tiles of gY @ im2col(X).T (benchmarks/README.md).
-WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 128
+# The weight gradient too by Winograd's transforms (fewer multiplications), except where a
+# layer widens from few channels: there its dM (C_out rows) outweighs what it saves and
+# gY @ im2col(X).T, tile by tile, was measured faster (benchmarks/README.md).
+WINOGRAD_WEIGHT_GRADIENT = True
+WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 64
 
 
 # ---------------------------------------------------------------- "direct"
