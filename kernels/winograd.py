@@ -136,30 +136,30 @@ def output_transform_band(M, y, n, ty0, ty1, tW, bias):
 @njit(cache=True)
 def _adjoint_band(g, n, o, ty0, ty1, tW, dM, col0):
     """dM[:, o, col0 + (ty - ty0)*tW + tx] = A g A^T for the tile rows [ty0, ty1) of g's
-    plane (n, o); outputs past the edge (the last tiles' overhang) count as zero."""
+    plane (n, o); outputs past the edge (the last tiles' overhang) count as zero. Row by
+    row, as the forward transforms: r = A g for the band's two rows, then r A^T per tile."""
     H_out, W_out = g.shape[2], g.shape[3]
+    rows = np.zeros((2, 2 * tW), dtype=g.dtype)
+    r = np.empty((4, 2 * tW), dtype=g.dtype)
     for ty in range(ty0, ty1):
-        h = 2 * ty
-        for tx in range(tW):
-            w = 2 * tx
-            g00 = g[n, o, h, w]
-            g01 = g[n, o, h, w + 1] if w + 1 < W_out else 0
-            g10 = g[n, o, h + 1, w] if h + 1 < H_out else 0
-            g11 = g[n, o, h + 1, w + 1] if h + 1 < H_out and w + 1 < W_out else 0
-            col = col0 + (ty - ty0) * tW + tx
-            for a in range(4):  # r = A g: rows g0, g0 + g1, g0 - g1, -g1
-                if a == 0:
-                    r0, r1 = g00, g01
-                elif a == 1:
-                    r0, r1 = g00 + g10, g01 + g11
-                elif a == 2:
-                    r0, r1 = g00 - g10, g01 - g11
-                else:
-                    r0, r1 = -g10, -g11
-                dM[4 * a + 0, o, col] = r0  # r A^T
-                dM[4 * a + 1, o, col] = r0 + r1
-                dM[4 * a + 2, o, col] = r0 - r1
-                dM[4 * a + 3, o, col] = -r1
+        for i in range(2):
+            if 2 * ty + i < H_out:
+                rows[i, :W_out] = g[n, o, 2 * ty + i, :]
+            else:
+                rows[i, :] = 0
+        for v in range(2 * tW):  # r = A g: g0, g0 + g1, g0 - g1, -g1
+            r[0, v] = rows[0, v]
+            r[1, v] = rows[0, v] + rows[1, v]
+            r[2, v] = rows[0, v] - rows[1, v]
+            r[3, v] = -rows[1, v]
+        base = col0 + (ty - ty0) * tW
+        for a in range(4):  # dM = r A^T, tile by tile along the band
+            for tx in range(tW):
+                r0, r1 = r[a, 2 * tx], r[a, 2 * tx + 1]
+                dM[4 * a + 0, o, base + tx] = r0
+                dM[4 * a + 1, o, base + tx] = r0 + r1
+                dM[4 * a + 2, o, base + tx] = r0 - r1
+                dM[4 * a + 3, o, base + tx] = -r1
 
 
 @njit(parallel=True, cache=True)

@@ -84,16 +84,19 @@ def choose(geo: Geometry, C_out: int) -> str:
     Small maps and few channels stay on "im2col": there the difference is overhead."""
     if geo.is_pointwise:  # a 1x1 convolution is one product already
         return "im2col"
-    if unsupported("winograd", geo, C_out) is None and min(geo.C, C_out) >= WINOGRAD_CHANNELS:
+    if (unsupported("winograd", geo, C_out) is None and min(geo.C, C_out) >= WINOGRAD_CHANNELS
+            and geo.H_out * geo.W_out >= WINOGRAD_PIXELS):
         return "winograd"
     if geo.H_out * geo.W_out >= TILED_PIXELS:
         return "im2col-tiled"
     return "im2col"
 
 
-# Where the rule starts using Winograd (input and output channels) and tiling (output pixels
-# per image): below them the transforms or the tiles cost more than they save.
+# Where the rule starts using Winograd (input and output channels, output pixels per image)
+# and tiling (output pixels per image): below them the transforms or the tiles cost more
+# than they save.
 WINOGRAD_CHANNELS = 16
+WINOGRAD_PIXELS = 8 * 8
 TILED_PIXELS = 64 * 64
 
 
