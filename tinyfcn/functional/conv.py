@@ -19,6 +19,10 @@ with the flipped kernel: see INPUT_GRADIENT_AS_CONV. The products go through
 `tinyfcn.kernels.matmul`, which may split them over threads.)
 Activations are NCHW; `_rows` / `_unrows` move the channel axis in front of the
 batch for the GEMMs, (N, C, H, W) <-> (C, N*H*W). Notation as in `tinyfcn.kernels`.
+
+This is conv2d's "im2col" algorithm, the reference; faster ones for particular layer
+shapes (tiled, Winograd, direct) live in `tinyfcn.functional.conv_algorithms`, which also
+decides which one `conv2d(..., algorithm=None)` runs.
 """
 
 from __future__ import annotations

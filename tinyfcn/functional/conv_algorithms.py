@@ -6,10 +6,17 @@ Every algorithm computes the same convolution (up to float rounding) and its two
                     the notebooks teach and every other algorithm is tested against
     "im2col-tiled"  the same products, with the column matrix built a few output rows at a
                     time and multiplied while it is still in cache, never whole
+    "winograd"      Winograd's F(2x2, 3x3) for stride-1 3x3 kernels (tinyfcn.kernels.winograd):
+                    16 products instead of 36 multiplications per 2x2 outputs and channel pair,
+                    band by band of the image on wide maps
+    "direct"        each output row summed tap by tap (tinyfcn.kernels.direct), no matrix
 
 `F.conv2d(..., algorithm=None)` picks one per layer shape by `choose`, a fixed rule of the
 shape alone (not of the batch size, not of a timing taken at run time): every process of a
 data-parallel run and every resumed run picks the same, so their results stay equal.
+For FCN-8s-lite the rule gives: conv1_1 "im2col-tiled", the other 3x3 convs down to 8 x 8
+maps "winograd", fc6 (4 x 4) and the 1x1 convs "im2col". `F.conv_transpose2d` is always
+the transposed matrix of `tinyfcn.functional.conv`.
 `set_conv_algorithm(name)` forces one everywhere it applies; `conv_algorithms()` reports
 which one ran for each layer shape.
 """
