@@ -7,7 +7,7 @@ ratios on/off (benchmarks/README.md, "Lever by lever, round 3").
 LEVER is one of: selection (im2col forced everywhere vs the per-layer choice),
 winograd-weight-gradient (Winograd's weight gradient in the Winograd layers, as the rule
 picks, vs gY @ im2col(X).T everywhere), tiled-first-layer (conv1_1 as im2col-tiled vs direct),
-winograd-bands (Winograd band by band on maps of >= 32 x 32 tiles vs the whole batch
+winograd-bands (Winograd band by band on maps of >= 16 x 16 tiles vs the whole batch
 between products).
 """
 
@@ -43,7 +43,7 @@ def tiled_first_layer(on: bool):
 
 
 def winograd_bands(on: bool):
-    algorithms.WINOGRAD_BAND_TILES = 32 * 32 if on else float("inf")
+    algorithms.WINOGRAD_BAND_TILES = 16 * 16 if on else float("inf")
 
 
 LEVERS = {"selection": selection, "winograd-bands": winograd_bands,

@@ -245,7 +245,7 @@ def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
 # transforming the whole batch between products: on wide maps with few channels the
 # products are bound by memory, and the whole batch's transformed arrays are four times the
 # input. On small maps a band would make thin, slow products.
-WINOGRAD_BAND_TILES = 32 * 32
+WINOGRAD_BAND_TILES = 16 * 16
 
 
 def winograd_conv(x: np.ndarray, w: np.ndarray, geo: Geometry, bias=None) -> np.ndarray:
