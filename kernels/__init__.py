@@ -9,8 +9,8 @@ Kernels trust their callers: `tinyfcn.functional` validates every shape and
 index before a kernel runs.
 """
 
-from .gemm import gemm_threads, matmul, set_gemm_threads
-from .im2col import col2im, im2col
+from .gemm import gemm_threads, in_parallel, matmul, set_gemm_threads
+from .im2col import col2im, col2im_tile, im2col, im2col_tile
 from .pooling import (
     max_pool2d,
     max_pool2d_2x2,
@@ -25,7 +25,8 @@ from .pooling import (
 from .shapes import conv_out_size, conv_transpose_out_size, pool_out_size
 
 __all__ = [
-    "col2im", "conv_out_size", "conv_transpose_out_size", "gemm_threads", "im2col", "matmul",
+    "col2im", "col2im_tile", "conv_out_size", "conv_transpose_out_size", "gemm_threads",
+    "im2col", "im2col_tile", "in_parallel", "matmul",
     "max_pool2d", "max_pool2d_2x2",
     "max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward", "pool_out_size",
     "set_gemm_threads", "unpool_nearest", "unpool_nearest_backward", "unpool_zeros",

@@ -41,6 +41,7 @@ def _start_pool() -> None:
 
 
 def gemm_threads() -> int:
+    """How many blocks `matmul` and `in_parallel` compute at once."""
     return _threads
 
 
@@ -64,3 +65,15 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for future in others:
         future.result()
     return out
+
+
+def in_parallel(fn, parts: int) -> list:
+    """[fn(0), ..., fn(parts - 1)], computed at once on the pool (part 0 on this thread),
+    for work that releases the GIL (NumPy products, `nogil` Numba kernels). A part must not
+    call `matmul` (it would wait for the pool it runs on): it calls `np.matmul`."""
+    if _pool is None or parts == 1:
+        return [fn(k) for k in range(parts)]
+    if _pool_pid != os.getpid():  # forked: the parent's pool threads do not exist here
+        _start_pool()
+    others = [_pool.submit(fn, k) for k in range(1, parts)]
+    return [fn(0)] + [future.result() for future in others]

@@ -23,9 +23,11 @@ _EXPORTS = {
     "load": "tinyfcn.serialization", "save": "tinyfcn.serialization",
     "configure_runtime": "tinyfcn._runtime", "set_kernel_threads": "tinyfcn._runtime",
     "set_threads": "tinyfcn._runtime",
+    "conv_algorithms": "tinyfcn.functional.conv_algorithms",
+    "set_conv_algorithm": "tinyfcn.functional.conv_algorithms",
 }
-_SUBMODULES = {"data", "functional", "metrics", "models", "nn", "ops", "optim", "train",
-               "utils"}
+_SUBMODULES = {"data", "functional", "kernels", "metrics", "models", "nn", "ops", "optim",
+               "train", "utils"}
 
 
 def __getattr__(name):

@@ -6,14 +6,13 @@ training, prediction and benchmark entry points call it.
 1. Keep freed large buffers. A training step allocates and frees the same few
    hundred MB of im2col buffers every time; glibc returns allocations above
    128 KiB to the kernel, so every step paid page faults to touch that memory
-   again (about 30% of a step here). Raising glibc's mmap and trim thresholds
+   again (benchmarks/README.md has the cost). Raising glibc's mmap and trim thresholds
    lets freed buffers be reused, as PyTorch's caching allocator does. Peak
    resident memory is unchanged; it is just not handed back between steps.
 2. Own the threads. OpenBLAS's idle threads keep spinning for a while after each
    product, and Numba's parallel workers started in that window fight them for the
-   cores (on 2 cores a training step took 0.94 s with both threaded, 0.60 s with the
-   kernels on one thread). Instead BLAS runs on one thread (threadpoolctl), the large
-   products of the convolutions are split over a pool tinyfcn owns
+   cores (benchmarks/README.md, lever 1, has the figures). Instead BLAS runs on one
+   thread (threadpoolctl), the large products of the convolutions are split over a pool tinyfcn owns
    (`tinyfcn.kernels.matmul`), whose threads sleep between products, and the Numba
    kernels run on every core with OpenMP told to sleep, not spin, when idle
    (OMP_WAIT_POLICY=PASSIVE: read when Numba starts its OpenMP layer, so it only

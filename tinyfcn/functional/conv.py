@@ -19,6 +19,10 @@ with the flipped kernel: see INPUT_GRADIENT_AS_CONV. The products go through
 `tinyfcn.kernels.matmul`, which may split them over threads.)
 Activations are NCHW; `_rows` / `_unrows` move the channel axis in front of the
 batch for the GEMMs, (N, C, H, W) <-> (C, N*H*W). Notation as in `tinyfcn.kernels`.
+
+This is conv2d's "im2col" algorithm, the reference; faster ones for particular layer
+shapes (tiled, Winograd, direct) live in `tinyfcn.functional.conv_algorithms`, which also
+decides which one `conv2d(..., algorithm=None)` runs.
 """
 
 from __future__ import annotations
@@ -111,16 +115,15 @@ def _gemm_col2im(y: np.ndarray, w2: np.ndarray, geo: Geometry) -> np.ndarray:
 # kernel flipped and its channel axes swapped, padded by d*(k-1) - p ("full" correlation).
 # Computed that way it is im2col(gY) and a GEMM shaped like the forward one, instead of
 # W.T @ gY (a GEMM that writes a column matrix with only C_out rows of reduction, bound by
-# memory) and col2im: about 5% of an FCN-8s-lite step. Only where C_out <= C_in: otherwise
+# memory) and col2im (benchmarks/README.md has the gain). Only where C_out <= C_in: otherwise
 # im2col(gY) would be the larger matrix. False computes every input gradient as
 # col2im(W.T @ gY), the transposed matrix, as the module docstring shows.
 INPUT_GRADIENT_AS_CONV = True
 
 # The weight gradient needs the column matrix, kH*kW times the size of the input. Above this
 # many bytes backward rebuilds it from the input (which the graph keeps alive anyway, in
-# the ReLU before) instead of holding it from forward to backward: in FCN-8s-lite at batch
-# 8 x 128 x 128 that lowers a step's peak memory from 799 to 573 MB for 3% more time.
-# float("inf") keeps every column matrix.
+# the ReLU before) instead of holding it from forward to backward: a little more time for a
+# much lower peak memory (benchmarks/README.md). float("inf") keeps every column matrix.
 KEEP_COLUMNS_BYTES = 32 << 20
 
 
@@ -232,18 +235,28 @@ def _conv_args(input, weight, bias, stride, padding, dilation, in_axis):
             pair(dilation, "dilation", 1))
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
-    """2-d convolution (cross-correlation, as PyTorch): NCHW input, weight (C_out, C_in, kH, kW)."""
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, algorithm=None):
+    """2-d convolution (cross-correlation, as PyTorch): NCHW input, weight (C_out, C_in, kH, kW).
+
+    `algorithm`: None picks one per layer shape by a fixed rule (see
+    `tinyfcn.functional.conv_algorithms`, which also names what ran); "im2col" is the
+    literal im2col + GEMM of this module, the reference every other algorithm is tested
+    against; "im2col-tiled", "winograd", "direct" force that one (ValueError where it
+    does not apply to this shape)."""
+    # conv_algorithms builds on this module's Geometry, so it is imported here, not on top
+    from tinyfcn.functional import conv_algorithms
+
     inputs, stride, padding, dilation = _conv_args(input, weight, bias, stride, padding,
                                                    dilation, in_axis=1)
     N, C, H, W = inputs[0].shape
-    kH, kW = inputs[1].shape[2:]
+    C_out, _, kH, kW = inputs[1].shape
     geo = _geometry(C, H, W, kH, kW, stride, padding, dilation)
     if geo.H_out < 1 or geo.W_out < 1:
         raise ValueError(f"kernel {kH}x{kW} (dilation {dilation}) is larger than the padded "
                          f"input {H + 2 * padding[0]}x{W + 2 * padding[1]} "
                          f"(input {H}x{W}, padding {padding})")
-    return Conv2d.apply(*inputs, geo=geo)
+    function = conv_algorithms.function_for(geo, C_out, algorithm)
+    return function.apply(*inputs, geo=geo)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
