@@ -26,7 +26,7 @@ _EXPORTS = {
     "conv_algorithms": "tinyfcn.functional.conv_algorithms",
     "set_conv_algorithm": "tinyfcn.functional.conv_algorithms",
 }
-_SUBMODULES = {"data", "functional", "kernels", "metrics", "models", "nn", "ops", "optim",
+_SUBMODULES = {"data", "export", "functional", "kernels", "metrics", "models", "nn", "ops", "optim",
                "train", "utils"}
 
 
