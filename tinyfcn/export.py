@@ -151,26 +151,25 @@ class Encoder(NamedTuple):
 
 
 def _encoder(g: GraphBuilder, model, x: Value, indices: bool = False) -> Encoder:
-    """conv1_1 ... fc7, as backbones.run_encoder (dropout is off in evaluation)."""
+    """conv1_1 ... fc7, as backbones.run_encoder: the same `backbone.layers` (dropout is off
+    in evaluation)."""
     pools, switches, pooled = [], [], []
     h = x
-    for b, (_, depth) in enumerate(model.backbone.blocks, start=1):
-        for i in range(1, depth + 1):
-            name = f"conv{b}_{i}"
-            h = g.conv(h, name, getattr(model, name))
-            norm = getattr(model, f"{name}_bn", None)
-            if norm is not None:
-                h = g.batch_norm(h, f"{name}_bn", norm)
-            h = g.relu(h, f"relu{b}_{i}")
-        pooled.append(h)
-        if indices:
-            h, switch = g.max_pool(h, f"pool{b}", model.backbone.ceil_mode, indices=True)
-            switches.append(switch)
-        else:
-            h = g.max_pool(h, f"pool{b}", model.backbone.ceil_mode)
-        pools.append(h)
-    h = g.relu(g.conv(h, "fc6", model.fc6), "relu6")
-    h = g.relu(g.conv(h, "fc7", model.fc7), "relu7")
+    for layer in model.backbone.layers:
+        if layer.kind == "pool":
+            pooled.append(h)
+            if indices:
+                h, switch = g.max_pool(h, layer.name, model.backbone.ceil_mode, indices=True)
+                switches.append(switch)
+            else:
+                h = g.max_pool(h, layer.name, model.backbone.ceil_mode)
+            pools.append(h)
+            continue
+        h = g.conv(h, layer.name, getattr(model, layer.name))
+        norm = getattr(model, f"{layer.name}_bn", None)
+        if norm is not None:
+            h = g.batch_norm(h, f"{layer.name}_bn", norm)
+        h = g.relu(h, f"{layer.name}_relu")
     return Encoder(pools, h, switches, pooled)
 
 
