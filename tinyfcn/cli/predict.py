@@ -109,15 +109,16 @@ def parse_args(argv=None):
 
 
 def image_files(inputs) -> tuple[list, list]:
-    """(path, name) of every image: files as given, folders searched recursively; `name` is
-    the path relative to its folder without the suffix (the output's name). And one
-    message per input that does not exist."""
+    """(path, name) of every image: files as given, folders searched recursively (every
+    entry with an image suffix but a folder: a broken link is reported when read, not
+    passed over); `name` is the path relative to its folder without the suffix (the
+    output's name). And one message per input that does not exist."""
     files, missing = [], []
     for path in inputs:
         if path.is_dir():
             files += [(file, file.relative_to(path).with_suffix(""))
                       for file in sorted(path.rglob("*"))
-                      if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
+                      if file.suffix.lower() in IMAGE_SUFFIXES and not file.is_dir()]
         elif path.exists():
             files.append((path, Path(path.stem)))
         else:
@@ -127,18 +128,25 @@ def image_files(inputs) -> tuple[list, list]:
 
 def output_names(files) -> list:
     """One distinct output name per input: NAME, or NAME-ext where two inputs share a name
-    (a.jpg and a.png), or NAME-ext-2, ... where even that collides."""
+    (a.jpg and a.png), or NAME-ext-2, ... where even that collides, or where one input's
+    mask would be another's overlay (x-overlay.png beside x.png)."""
     stems = [name for _, name in files]
     taken, names = set(), []
     for (path, name), original in zip(files, stems):
         if stems.count(original) > 1:
             name = name.with_name(f"{name.name}-{path.suffix.lstrip('.').lower()}")
         candidate, n = name, 2
-        while str(candidate).lower() in taken:
+        while _written(candidate) & taken:
             candidate, n = name.with_name(f"{name.name}-{n}"), n + 1
-        taken.add(str(candidate).lower())
+        taken |= _written(candidate)
         names.append(candidate)
     return names
+
+
+def _written(name: Path) -> set:
+    """The files an input of output name `name` writes (compared as a case-insensitive
+    file system would)."""
+    return {str(name).lower(), f"{name}-overlay".lower()}
 
 
 def check_outputs(out: Path, inputs, files, names) -> None:
