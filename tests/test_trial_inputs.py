@@ -117,3 +117,33 @@ def test_load_reads_a_pth_with_an_upper_case_suffix(tmp_path):
     torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, tmp_path / "W.PTH")
     np.testing.assert_array_equal(tinyfcn.load(tmp_path / "W.PTH")["w"],
                                   np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def small_voc(root, image_suffix=".jpg"):
+    """A VOC-layout folder of two 8 x 6 images, their labels and a train split."""
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        photo(root / "JPEGImages" / f"{name}{image_suffix}", format="JPEG")
+        Image.fromarray(np.zeros((6, 8), np.uint8), mode="L").save(
+            root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\n")
+    (root / "class_names.txt").write_text("background\nthing\n")
+    return root
+
+
+def test_voc_finds_camera_images_with_upper_case_suffixes(tmp_path):
+    from tinyfcn.data import VOCSegmentation
+    ds = VOCSegmentation(small_voc(tmp_path / "voc", ".JPG"), "train")
+    image, label = ds[0]
+    assert image.shape == (6, 8, 3) and label.shape == (6, 8)
+
+
+def test_check_data_checks_the_other_splits_after_an_unreadable_one(tmp_path, capsys):
+    from tinyfcn.data.check import main as check_data
+    root = small_voc(tmp_path / "voc")
+    (root / "ImageSets" / "Segmentation" / "a-broken.txt").write_bytes("a\n".encode("utf-16"))
+    assert check_data([str(root)]) == 2
+    captured = capsys.readouterr()
+    assert "a-broken.txt: is UTF-16 text" in captured.err
+    assert "split train: 2 images, 0 bad" in captured.out  # checked after the broken one
