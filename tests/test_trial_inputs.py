@@ -147,3 +147,13 @@ def test_check_data_checks_the_other_splits_after_an_unreadable_one(tmp_path, ca
     captured = capsys.readouterr()
     assert "a-broken.txt: is UTF-16 text" in captured.err
     assert "split train: 2 images, 0 bad" in captured.out  # checked after the broken one
+
+
+def test_predict_says_the_output_folder_is_a_file(checkpoint, tmp_path, capsys):
+    photo(tmp_path / "x.png")
+    (tmp_path / "out").write_text("notes")
+    assert predict.main([str(checkpoint), str(tmp_path / "x.png"), "--out",
+                         str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out'} is a file, not a folder" in err
+    assert (tmp_path / "out").read_text() == "notes"
