@@ -157,3 +157,14 @@ def test_predict_says_the_output_folder_is_a_file(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'out'} is a file, not a folder" in err
     assert (tmp_path / "out").read_text() == "notes"
+
+
+def test_predict_weights_unwraps_a_model_key_in_any_format(checkpoint, tmp_path, capsys):
+    # {"model": state dict} loads from a .pth (tinyfcn.load unwraps it): from .npz too
+    state = tinyfcn.load(checkpoint)["model"]
+    tinyfcn.save({"model": state, "epoch": 3}, tmp_path / "wrapped.npz")
+    photo(tmp_path / "x.png")
+    assert predict.main(["--weights", str(tmp_path / "wrapped.npz"), "--model", "fcn32s",
+                         "--backbone", "lite", "--num-classes", "2", str(tmp_path / "x.png"),
+                         "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "x.png").exists()

@@ -36,6 +36,7 @@ from tinyfcn.data import (
 from tinyfcn.data.visualize import class_legend, overlay, panel
 from tinyfcn.models.backbones import BACKBONES
 from tinyfcn.models.base import MAX_PIXELS
+from tinyfcn.serialization import WRAPPER_KEYS
 
 # the network --weights holds unless told otherwise: the reference FCN-8s on PASCAL VOC
 WEIGHTS_DEFAULTS = {"model": "fcn8s", "backbone": "vgg16", "num_classes": len(VOC_CLASSES)}
@@ -178,10 +179,11 @@ def load_checkpoint(path):
 
 def load_weights(path, model_name: str, backbone: str, num_classes: int):
     """(model, class names, colours) of a bare state dict for the network described (or
-    one wrapped as {"state_dict": ...} / {"model_state_dict": ...}, as training scripts
-    save them). fc6's width is read from the weights (4096 in VGG16, less in small nets)."""
+    one wrapped as {"state_dict": ...}, {"model_state_dict": ...} or {"model": ...}, as
+    training scripts save them, whatever the file's format). fc6's width is read from the
+    weights (4096 in VGG16, less in small nets)."""
     state = tinyfcn.load(path)
-    for key in ("state_dict", "model_state_dict"):
+    for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
