@@ -168,3 +168,18 @@ def test_predict_weights_unwraps_a_model_key_in_any_format(checkpoint, tmp_path,
                          "--backbone", "lite", "--num-classes", "2", str(tmp_path / "x.png"),
                          "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "x.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_predict_reports_a_link_to_a_folder_it_does_not_search(checkpoint, tmp_path, capsys):
+    (tmp_path / "in" / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    photo(tmp_path / "in" / "real" / "x.png")
+    photo(tmp_path / "elsewhere" / "y.png")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "in" / "linked")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "loop")  # following links could loop
+    out = tmp_path / "out"
+    assert predict.main([str(checkpoint), str(tmp_path / "in"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "linked: a link to a folder, not searched" in err and "loop: a link" in err
+    assert (out / "real" / "x.png").exists()

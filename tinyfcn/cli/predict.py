@@ -113,13 +113,17 @@ def image_files(inputs) -> tuple[list, list]:
     """(path, name) of every image: files as given, folders searched recursively (every
     entry with an image suffix but a folder: a broken link is reported when read, not
     passed over); `name` is the path relative to its folder without the suffix (the
-    output's name). And one message per input that does not exist."""
+    output's name). And one message per input that does not exist or link to a folder
+    that is not searched."""
     files, missing = [], []
     for path in inputs:
         if path.is_dir():
+            entries = sorted(path.rglob("*"))  # links to folders are not followed (loops)
             files += [(file, file.relative_to(path).with_suffix(""))
-                      for file in sorted(path.rglob("*"))
+                      for file in entries
                       if file.suffix.lower() in IMAGE_SUFFIXES and not file.is_dir()]
+            missing += [f"{link}: a link to a folder, not searched (give the folder itself)"
+                        for link in entries if link.is_symlink() and link.is_dir()]
         elif path.exists():
             files.append((path, Path(path.stem)))
         else:
