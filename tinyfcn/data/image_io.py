@@ -41,6 +41,9 @@ def _open(path, formats, what: str):
     try:
         im = Image.open(path, formats=formats)
     except FileNotFoundError:
+        if isinstance(path, (str, os.PathLike)) and os.path.islink(path):
+            raise DataError(f"{path}: {what} file is a link to {os.readlink(path)}, which "
+                            f"does not exist") from None
         raise DataError(f"{path}: {what} file is missing") from None
     except Image.UnidentifiedImageError:
         raise DataError(f"{path}: cannot read {what}: not a {', '.join(formats[:-1])}"
