@@ -46,7 +46,11 @@ def atomic_write(path, write) -> None:
     The file gets the usual mode (0666 less the umask: `os.open` applies it), not
     mkstemp's 0600, and the umask is never changed to find out what it is."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's words for a file standing where the folder must be
+        raise NotADirectoryError(f"cannot write {path}: {path.parent} is a file, not a "
+                                 f"folder") from None
     remove_stale_temporaries(path)
     tmp = temporary_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -93,10 +93,10 @@ def save(obj: dict, path) -> None:
     if not isinstance(obj, dict):
         raise TypeError(f"save() takes a dict, got {type(obj).__name__}")
     path = Path(path)
-    if path.suffix not in SAVE_SUFFIXES:
+    if path.suffix.lower() not in SAVE_SUFFIXES:
         raise ValueError(f"cannot save {path}: tinyfcn writes {' and '.join(SAVE_SUFFIXES)} "
                          f"files (the suffix says which)")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         return _save_safetensors(obj, path)
     arrays: list = []
     structure = _flatten(obj, "", arrays)
@@ -204,10 +204,13 @@ def load(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    if path.suffix in (".pth", ".pt"):
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file")
+    suffix = path.suffix.lower()  # WEIGHTS.PTH is a .pth file
+    if suffix in (".pth", ".pt"):
         return _load_torch(path)
     try:
-        if path.suffix == ".safetensors":
+        if suffix == ".safetensors":
             return _load_safetensors(path)
         with zipfile.ZipFile(path) as archive:
             header = _read_header(archive, path)

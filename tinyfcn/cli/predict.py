@@ -36,6 +36,7 @@ from tinyfcn.data import (
 from tinyfcn.data.visualize import class_legend, overlay, panel
 from tinyfcn.models.backbones import BACKBONES
 from tinyfcn.models.base import MAX_PIXELS
+from tinyfcn.serialization import WRAPPER_KEYS
 
 # the network --weights holds unless told otherwise: the reference FCN-8s on PASCAL VOC
 WEIGHTS_DEFAULTS = {"model": "fcn8s", "backbone": "vgg16", "num_classes": len(VOC_CLASSES)}
@@ -109,15 +110,20 @@ def parse_args(argv=None):
 
 
 def image_files(inputs) -> tuple[list, list]:
-    """(path, name) of every image: files as given, folders searched recursively; `name` is
-    the path relative to its folder without the suffix (the output's name). And one
-    message per input that does not exist."""
+    """(path, name) of every image: files as given, folders searched recursively (every
+    entry with an image suffix but a folder: a broken link is reported when read, not
+    passed over); `name` is the path relative to its folder without the suffix (the
+    output's name). And one message per input that does not exist or link to a folder
+    that is not searched."""
     files, missing = [], []
     for path in inputs:
         if path.is_dir():
+            entries = sorted(path.rglob("*"))  # links to folders are not followed (loops)
             files += [(file, file.relative_to(path).with_suffix(""))
-                      for file in sorted(path.rglob("*"))
-                      if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
+                      for file in entries
+                      if file.suffix.lower() in IMAGE_SUFFIXES and not file.is_dir()]
+            missing += [f"{link}: a link to a folder, not searched (give the folder itself)"
+                        for link in entries if link.is_symlink() and link.is_dir()]
         elif path.exists():
             files.append((path, Path(path.stem)))
         else:
@@ -127,18 +133,25 @@ def image_files(inputs) -> tuple[list, list]:
 
 def output_names(files) -> list:
     """One distinct output name per input: NAME, or NAME-ext where two inputs share a name
-    (a.jpg and a.png), or NAME-ext-2, ... where even that collides."""
+    (a.jpg and a.png), or NAME-ext-2, ... where even that collides, or where one input's
+    mask would be another's overlay (x-overlay.png beside x.png)."""
     stems = [name for _, name in files]
     taken, names = set(), []
     for (path, name), original in zip(files, stems):
         if stems.count(original) > 1:
             name = name.with_name(f"{name.name}-{path.suffix.lstrip('.').lower()}")
         candidate, n = name, 2
-        while str(candidate).lower() in taken:
+        while _written(candidate) & taken:
             candidate, n = name.with_name(f"{name.name}-{n}"), n + 1
-        taken.add(str(candidate).lower())
+        taken |= _written(candidate)
         names.append(candidate)
     return names
+
+
+def _written(name: Path) -> set:
+    """The files an input of output name `name` writes (compared as a case-insensitive
+    file system would)."""
+    return {str(name).lower(), f"{name}-overlay".lower()}
 
 
 def check_outputs(out: Path, inputs, files, names) -> None:
@@ -170,10 +183,11 @@ def load_checkpoint(path):
 
 def load_weights(path, model_name: str, backbone: str, num_classes: int):
     """(model, class names, colours) of a bare state dict for the network described (or
-    one wrapped as {"state_dict": ...} / {"model_state_dict": ...}, as training scripts
-    save them). fc6's width is read from the weights (4096 in VGG16, less in small nets)."""
+    one wrapped as {"state_dict": ...}, {"model_state_dict": ...} or {"model": ...}, as
+    training scripts save them, whatever the file's format). fc6's width is read from the
+    weights (4096 in VGG16, less in small nets)."""
     state = tinyfcn.load(path)
-    for key in ("state_dict", "model_state_dict"):
+    for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):

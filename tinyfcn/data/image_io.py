@@ -8,6 +8,7 @@ camera photos are turned upright by their EXIF orientation, 16-bit pixels are sc
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,16 @@ INDEXED_COLORS = "indexed-PNG colors of palette.txt"
 
 def _open(path, formats, what: str):
     """A Pillow image of one of `formats`, its size checked before it is decoded."""
+    if isinstance(path, (str, os.PathLike)) and os.path.exists(path) \
+            and not os.path.isfile(path):  # a folder, or a FIFO that would block the read
+        kind = "a folder" if os.path.isdir(path) else "not a regular file"
+        raise DataError(f"{path}: cannot read {what}: {kind}")
     try:
         im = Image.open(path, formats=formats)
     except FileNotFoundError:
+        if isinstance(path, (str, os.PathLike)) and os.path.islink(path):
+            raise DataError(f"{path}: {what} file is a link to {os.readlink(path)}, which "
+                            f"does not exist") from None
         raise DataError(f"{path}: {what} file is missing") from None
     except Image.UnidentifiedImageError:
         raise DataError(f"{path}: cannot read {what}: not a {', '.join(formats[:-1])}"

@@ -95,11 +95,13 @@ class VOCSegmentation:
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        """JPEGImages/<id> with the first of `IMAGE_SUFFIXES` that exists (.jpg if none)."""
+        """JPEGImages/<id> with the first of `IMAGE_SUFFIXES` that exists, in lower or upper
+        case (cameras write IMG_0001.JPG), or .jpg if none does."""
         stem = self.root / "JPEGImages" / self.ids[i]
         for suffix in IMAGE_SUFFIXES:
-            if stem.with_name(stem.name + suffix).exists():
-                return stem.with_name(stem.name + suffix)
+            for spelling in (suffix, suffix.upper()):
+                if stem.with_name(stem.name + spelling).exists():
+                    return stem.with_name(stem.name + spelling)
         return stem.with_name(stem.name + ".jpg")
 
     def label_path(self, i: int) -> Path:

@@ -188,6 +188,8 @@ def _check_images(images) -> np.ndarray:
     if images.ndim not in (3, 4) or images.shape[-1] != 3:
         raise ValueError(f"images must be (H, W, 3) or (N, H, W, 3), got shape "
                          f"{images.shape}")
+    if 0 in images.shape[-3:-1]:
+        raise ValueError(f"images must have at least one pixel, got shape {images.shape}")
     return images
 
 
