@@ -16,6 +16,7 @@ import tinyfcn
 import tinyfcn.functional as F
 import tinyfcn.functional.conv_algorithms as algorithms
 from tinyfcn import Tensor, gradcheck
+from tinyfcn.functional._checks import pair
 from tinyfcn.functional.conv import _geometry
 
 FAST = ("im2col-tiled", "winograd", "direct")
@@ -114,7 +115,7 @@ def test_each_algorithm_gradchecks(algorithm, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(1)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True)
                for s in (x_shape, w_shape, w_shape[:1]))
-    stride, padding, dilation = (tinyfcn.utils.pair(kwargs.get(k, d), k, d)
+    stride, padding, dilation = (pair(kwargs.get(k, d), k, d)
                                  for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
     if unsupported(algorithm, x_shape, w_shape, stride, padding, dilation) is not None:
         pytest.skip(f"{algorithm} does not apply to this shape (tested to raise above)")

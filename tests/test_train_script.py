@@ -12,6 +12,7 @@ import tinyfcn
 import tinyfcn.data
 import tinyfcn.functional as F
 from tinyfcn.data import write_label
+from tinyfcn.losses import TERMS, Term
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_voc_subset.py"
 
@@ -67,7 +68,7 @@ def test_interrupted_and_resumed_run_equals_one_run(voc, tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(F, "cross_entropy", loss_then_ctrl_c)
+    monkeypatch.setitem(TERMS, "ce", Term(loss_then_ctrl_c))  # the step's loss
     assert train.main([*base, "--out", str(part)]) == 130
     monkeypatch.undo()
     assert train.main([*base, "--out", str(part),
@@ -176,7 +177,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path, monkey
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(F, "cross_entropy", nan_in_epoch_two)
+    monkeypatch.setitem(TERMS, "ce", Term(nan_in_epoch_two))
     assert train.main(["--voc-root", str(voc), "--epochs", "2", "--out", str(out), *TOY]) == 1
     assert "error: loss is nan at epoch 2, step 1" in capsys.readouterr().err
     assert tinyfcn.load(out / "checkpoint-last.npz")["position"]["epoch"] == 1
