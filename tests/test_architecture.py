@@ -37,6 +37,7 @@ OPS = {
     "max_unpool2d": (lambda x, i: F.max_unpool2d(x, i, 2), [POOLED, IDX]),
     "unpool2d": (lambda x: F.unpool2d(x, 2, mode="zeros"), [X]),
     "relu": (F.relu, [X]),
+    "prelu": (F.prelu, [X, np.full(3, 0.25, np.float32)]),
     "dropout": (lambda x: F.dropout(x, 0.0, True), [X]),
     "crop": (lambda x: F.crop(x, 1, (3, 3)), [X]),
     "center_crop": (lambda x: F.center_crop(x, (4, 4)), [X]),

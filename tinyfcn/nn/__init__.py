@@ -9,6 +9,7 @@ from tinyfcn.nn.layers import (
     Linear,
     MaxPool2d,
     MaxUnpool2d,
+    PReLU,
     ReLU,
     Sequential,
 )
@@ -17,5 +18,5 @@ from tinyfcn.nn.module import Buffer, Module, Parameter
 __all__ = [
     "BatchNorm2d", "Buffer", "Conv2d", "ConvTranspose2d", "Dropout", "Linear", "MaxPool2d",
     "MaxUnpool2d",
-    "Module", "Parameter", "ReLU", "Sequential", "init", "utils",
+    "Module", "Parameter", "PReLU", "ReLU", "Sequential", "init", "utils",
 ]

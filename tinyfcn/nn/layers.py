@@ -185,3 +185,17 @@ class Sequential(Module):
         for module in self.children():
             x = module(x)
         return x
+
+
+class PReLU(Module):
+    """ReLU with a learned slope on the negative side: one for all channels, or one per channel."""
+
+    def __init__(self, num_parameters=1, init=0.25, dtype=np.float32):
+        self.num_parameters = num_parameters
+        self.weight = Parameter(np.full(num_parameters, init, dtype=dtype))
+
+    def forward(self, x):
+        return F.prelu(x, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
