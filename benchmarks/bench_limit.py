@@ -45,7 +45,7 @@ def record_convolutions():
 
     def wrap(cls):
         def forward(self, x, *rest):
-            calls[-1][4:] = [x.shape[0], self.needs_grad[0]]
+            calls[-1][4:] = [x.shape[0], self.needs_input_grad[0]]
             return conv_forward[cls](self, x, *rest)
         return forward
 

@@ -29,8 +29,8 @@ def write_voc_fixture(root, num_classes=3, n=6, size=(40, 48), splits=("train", 
 
 
 def test_voc_colormap_matches_the_devkit():
-    colours = colorize(np.array([[0, 1, 15, 255]], np.uint8))[0]
-    np.testing.assert_array_equal(colours, [[0, 0, 0], [128, 0, 0], [192, 128, 128],
+    colors = colorize(np.array([[0, 1, 15, 255]], np.uint8))[0]
+    np.testing.assert_array_equal(colors, [[0, 0, 0], [128, 0, 0], [192, 128, 128],
                                             [224, 224, 192]])
 
 

@@ -1,7 +1,7 @@
 """Data files as untrusted input, and folders users own (issue 25, items 1, 8, 9, 16, 18):
 the built-in set is never regenerated over a user's files; every listed image format is
-read with the same guards; 16-bit images keep their range; indexed colour masks are read
-by colour; text files in other encodings are named."""
+read with the same guards; 16-bit images keep their range; indexed color masks are read
+by color; text files in other encodings are named."""
 
 import io
 import struct
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_data_metrics import write_voc_fixture
-from test_own_data import COLOURS, colour_mask_set
+from test_own_data import COLOURS, color_mask_set
 
 from tinyfcn.data import DataError, VOCSegmentation, read_image, synthetic, write_label
 from tinyfcn.data.check import main as check_data
@@ -77,31 +77,31 @@ def test_a_relabelled_mask_of_ours_is_the_users(tmp_path):
     assert relabelled.read_bytes() == mine
 
 
-# ------------------------------------------------------------ indexed colour masks
+# ------------------------------------------------------------ indexed color masks
 def quantized_mask_set(root):
-    """The colour-mask set with each mask saved as an indexed PNG, as Pillow's quantize
+    """The color-mask set with each mask saved as an indexed PNG, as Pillow's quantize
     (and PNG optimizers) write them: the index is a palette position, not a class."""
-    root = colour_mask_set(root)
+    root = color_mask_set(root)
     (root / "palette.txt").write_text("\n".join(" ".join(map(str, c)) for c in COLOURS))
     for path in (root / "SegmentationClass").iterdir():
         Image.open(path).convert("RGB").quantize(colors=8).save(path)
     return root
 
 
-def test_indexed_colour_masks_are_read_by_colour(tmp_path):
+def test_indexed_color_masks_are_read_by_color(tmp_path):
     root = quantized_mask_set(tmp_path / "street")
     mask = Image.open(root / "SegmentationClass" / "train0.png")
     assert mask.mode == "P"
     rgb = np.array(mask.convert("RGB"))
     assert not np.array_equal(np.array(mask)[rgb[..., 0] == 220], 2)  # positions differ
     label = VOCSegmentation(root, "train")[0][1]
-    assert label[-1].tolist() == [255] * 40  # the void colour
-    for c, colour in enumerate(COLOURS):
-        assert np.all(label[:-1][np.all(rgb[:-1] == colour, axis=-1)] == c)
-    # a colour in no line of palette.txt is named, as for an RGB mask
+    assert label[-1].tolist() == [255] * 40  # the void color
+    for c, color in enumerate(COLOURS):
+        assert np.all(label[:-1][np.all(rgb[:-1] == color, axis=-1)] == c)
+    # a color in no line of palette.txt is named, as for an RGB mask
     rgb[3, 3] = (1, 2, 3)
     Image.fromarray(rgb).quantize(colors=8).save(root / "SegmentationClass" / "train0.png")
-    with pytest.raises(DataError, match=r"train0.png: colours \(1 2 3\) are not in palette"
+    with pytest.raises(DataError, match=r"train0.png: colors \(1 2 3\) are not in palette"
                        r".*palette PNG whose palette differs") as error:
         VOCSegmentation(root, "train")[0]
     assert "cannot read" not in str(error.value)  # one message, not one wrapped in another
@@ -118,13 +118,13 @@ def test_check_data_says_how_labels_were_decoded(tmp_path, capsys):
 
 def test_palette_pngs_of_class_indices_still_read_as_indices(tmp_path):
     # VOC's own masks: indices are classes, no palette.txt; and tinyfcn's own masks
-    # written in a data set's colours, void (cream in the PNG) included, beside palette.txt
+    # written in a data set's colors, void (cream in the PNG) included, beside palette.txt
     label = np.array([[0, 1, 2], [2, 255, 1]], np.uint8)
     root = write_voc_fixture(tmp_path / "voc", n=1, size=(2, 3), splits=("train",))
     write_label(root / "SegmentationClass" / "train0.png", label)
     np.testing.assert_array_equal(VOCSegmentation(root, "train")[0][1], label)
     (root / "palette.txt").write_text("\n".join(" ".join(map(str, c)) for c in COLOURS))
-    write_label(root / "SegmentationClass" / "train0.png", label, colours=COLOURS)
+    write_label(root / "SegmentationClass" / "train0.png", label, colors=COLOURS)
     np.testing.assert_array_equal(VOCSegmentation(root, "train")[0][1], label)
 
 

@@ -1,4 +1,4 @@
-"""A user's own data set: colour masks, another void value, class weights, and what a run
+"""A user's own data set: color masks, another void value, class weights, and what a run
 leaves behind (log.csv, config.json, plots, eval.json)."""
 
 import csv
@@ -25,8 +25,8 @@ def load_script():
     return module
 
 
-def colour_mask_set(root, n=4, size=(32, 40), void=(0, 0, 0)):
-    """A VOC-layout set whose labels are RGB colour masks, as many real sets ship them."""
+def color_mask_set(root, n=4, size=(32, 40), void=(0, 0, 0)):
+    """A VOC-layout set whose labels are RGB color masks, as many real sets ship them."""
     rng = np.random.default_rng(0)
     for folder in ("ImageSets/Segmentation", "SegmentationClass"):
         (root / folder).mkdir(parents=True)
@@ -46,29 +46,29 @@ def colour_mask_set(root, n=4, size=(32, 40), void=(0, 0, 0)):
     return root
 
 
-def test_colour_masks_decode_through_palette_txt_with_void(tmp_path):
-    root = colour_mask_set(tmp_path / "street")
+def test_color_masks_decode_through_palette_txt_with_void(tmp_path):
+    root = color_mask_set(tmp_path / "street")
     with pytest.raises(DataError, match="palette.txt"):  # the error names the fix
         VOCSegmentation(root, "train")[0]
     (root / "palette.txt").write_text("\n".join(" ".join(map(str, c)) for c in COLOURS))
     ds = VOCSegmentation(root, "train")
     image, label = ds[0]
     mask = np.array(Image.open(root / "SegmentationClass" / "train0.png"))
-    assert label[-1].tolist() == [255] * 40  # the void colour
-    for c, colour in enumerate(COLOURS):
-        assert np.all(label[:-1][np.all(mask[:-1] == colour, axis=-1)] == c)
-    # a colour in no line of palette.txt is named
+    assert label[-1].tolist() == [255] * 40  # the void color
+    for c, color in enumerate(COLOURS):
+        assert np.all(label[:-1][np.all(mask[:-1] == color, axis=-1)] == c)
+    # a color in no line of palette.txt is named
     mask[3, 3] = (1, 2, 3)
     Image.fromarray(mask, "RGB").save(root / "SegmentationClass" / "train0.png")
-    with pytest.raises(DataError, match=r"train0.png: colours \(1 2 3\) are not in palette"):
+    with pytest.raises(DataError, match=r"train0.png: colors \(1 2 3\) are not in palette"):
         ds[0]
 
 
-def test_a_class_that_owns_the_void_colour_stays_a_class(tmp_path):
-    root = colour_mask_set(tmp_path / "s", void=(128, 64, 128))
+def test_a_class_that_owns_the_void_color_stays_a_class(tmp_path):
+    root = color_mask_set(tmp_path / "s", void=(128, 64, 128))
     (root / "palette.txt").write_text("\n".join(" ".join(map(str, c)) for c in COLOURS))
-    ds = VOCSegmentation(root, "train", void_colour=(128, 64, 128))
-    assert ds.void_colour is None and 255 not in ds[0][1]
+    ds = VOCSegmentation(root, "train", void_color=(128, 64, 128))
+    assert ds.void_color is None and 255 not in ds[0][1]
 
 
 def test_another_void_value_becomes_void(tmp_path):
@@ -96,8 +96,8 @@ def test_class_pixel_counts_leave_void_out():
     assert pixels.tolist() == [6, 2, 0] and present_in.tolist() == [8, 4, 0]
 
 
-def test_a_run_on_colour_masks_leaves_log_config_plots_and_an_evaluation(tmp_path, capsys):
-    root = colour_mask_set(tmp_path / "street")
+def test_a_run_on_color_masks_leaves_log_config_plots_and_an_evaluation(tmp_path, capsys):
+    root = color_mask_set(tmp_path / "street")
     (root / "palette.txt").write_text("\n".join(" ".join(map(str, c)) for c in COLOURS))
     train = load_script()
     out = tmp_path / "run"
@@ -121,7 +121,7 @@ def test_a_run_on_colour_masks_leaves_log_config_plots_and_an_evaluation(tmp_pat
     for name in ("training-curve.png", "per-class-iou.png", "confusion.png",
                  "predictions/epoch-002.png"):
         assert Image.open(out / name).size[0] > 100, name
-    # the panels draw the data set's own colours
+    # the panels draw the data set's own colors
     panel = np.array(Image.open(out / "predictions" / "epoch-002.png"))
     assert np.any(np.all(panel == COLOURS[0], axis=-1))
     # the best checkpoint holds the weights alone; an evaluation writes its report

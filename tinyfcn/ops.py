@@ -82,8 +82,8 @@ class Mul(Function):
         return a * b
 
     def backward(self, g):
-        ga = unbroadcast(g * self.b, self.a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(g * self.a, self.b.shape) if self.needs_grad[1] else None
+        ga = unbroadcast(g * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = unbroadcast(g * self.a, self.b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -93,9 +93,9 @@ class Div(Function):
         return a / b
 
     def backward(self, g):
-        ga = unbroadcast(g / self.b, self.a.shape) if self.needs_grad[0] else None
+        ga = unbroadcast(g / self.b, self.a.shape) if self.needs_input_grad[0] else None
         gb = (unbroadcast(-g * self.a / (self.b * self.b), self.b.shape)
-              if self.needs_grad[1] else None)
+              if self.needs_input_grad[1] else None)
         return ga, gb
 
 
@@ -107,9 +107,9 @@ class Pow(Function):
 
     def backward(self, g):
         ga = gb = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             ga = unbroadcast(g * self.b * self.a ** (self.b - 1), self.a.shape)
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             gb = unbroadcast(g * self.out * np.log(self.a), self.b.shape)
         return ga, gb
 
@@ -135,9 +135,9 @@ class MatMul(Function):
 
     def backward(self, g):
         ga = gb = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             ga = unbroadcast(g @ np.swapaxes(self.b, -1, -2), self.a.shape)
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             gb = unbroadcast(np.swapaxes(self.a, -1, -2) @ g, self.b.shape)
         return ga, gb
 

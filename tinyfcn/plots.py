@@ -64,9 +64,9 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
         left.legend()
     left.set(xlabel="epoch", ylabel="training loss", title=f"training loss {label}".strip())
     epochs = [r["epoch"] for r in history]
-    for key, name, colour in (("mean_iou", "mean IoU", "tab:blue"),
+    for key, name, color in (("mean_iou", "mean IoU", "tab:blue"),
                               ("pixel_acc", "pixel accuracy", "tab:green")):
-        right.plot(epochs, [r[key] for r in history], "o-", color=colour, label=name)
+        right.plot(epochs, [r[key] for r in history], "o-", color=color, label=name)
     right.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation")
     _whole_epochs(right)
     right.grid(alpha=0.3)

@@ -168,7 +168,7 @@ def open_split(root, split: str, seed: int, subset: int | None = None, scale: fl
     `seed` (all if None), resized by `scale`; with `skip_bad`, every file is checked first
     and the bad ones skipped (each named through `warn`)."""
     dataset = VOCSegmentation(root, split, ignore_index=ignore_index,
-                              void_colour=tuple(void_color))
+                              void_color=tuple(void_color))
     if scale != 1.0:
         dataset.transform = lambda im, lab: resize(im, lab, scale)
     ids = subset_ids(len(dataset), subset, seed)

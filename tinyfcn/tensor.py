@@ -137,7 +137,7 @@ class Function:
 
     Subclasses implement `forward(*arrays) -> array` and
     `backward(grad) -> tuple of gradients` (one per input, None where
-    `self.needs_grad[i]` is False). State that backward needs is stored on
+    `self.needs_input_grad[i]` is False). State that backward needs is stored on
     `self` in forward and released by `free()`. A forward that also produces
     auxiliary results (pooling switches, batch statistics) returns
     `(array, *auxiliary)`; the call then returns `(Tensor, *auxiliary)`, the
@@ -146,7 +146,7 @@ class Function:
     """
 
     inputs: tuple = ()
-    needs_grad: tuple = ()
+    needs_input_grad: tuple = ()
     freed = False
 
     @classmethod
@@ -162,12 +162,12 @@ class Function:
                             f"Tensors; convert one first (e.g. Tensor(x.data.astype(np."
                             f"{floats[0]})))")
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        self.needs_grad = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad
+        self.needs_input_grad = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad
                                 for x in inputs)  # all False under no_grad: nothing is kept
         result = self.forward(*arrays)
         out, auxiliary = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
         out = Tensor(np.asarray(out))
-        if any(self.needs_grad):
+        if any(self.needs_input_grad):
             self.inputs = tuple(inputs)
             out.requires_grad = True
             out.creator = self

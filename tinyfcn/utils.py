@@ -8,15 +8,15 @@ from tinyfcn.tensor import Tensor
 
 def to_dot(tensor, name: str = "output") -> str:
     """The autograd graph that produced `tensor`, as Graphviz DOT text (render it with
-    `dot -Tpng`): a box per tensor (shape, dtype; leaves that require grad in colour), an
+    `dot -Tpng`): a box per tensor (shape, dtype; leaves that require grad in color), an
     ellipse per operation, arrows in the direction of the forward pass."""
     lines = ["digraph autograd {", '  rankdir="TB"; node [fontname="Helvetica"];']
     seen, stack = set(), [(tensor, name)]
 
     def tensor_node(t, label=""):
-        colour = "lightblue" if t.creator is None and t.requires_grad else "white"
+        color = "lightblue" if t.creator is None and t.requires_grad else "white"
         text = f"{label + chr(92) + 'n' if label else ''}{tuple(t.shape)} {t.dtype}"
-        lines.append(f'  t{id(t)} [shape=box, style=filled, fillcolor={colour}, '
+        lines.append(f'  t{id(t)} [shape=box, style=filled, fillcolor={color}, '
                      f'label="{text}"];')
 
     tensor_node(tensor, name)

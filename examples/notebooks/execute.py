@@ -23,7 +23,7 @@ MAX_WIDTH = 720  # pixels of a saved figure: enough to read, small enough to com
 
 
 def small_png(data: str) -> str:
-    """A base64 PNG scaled to at most MAX_WIDTH and reduced to 64 colours."""
+    """A base64 PNG scaled to at most MAX_WIDTH and reduced to 64 colors."""
     image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
     if image.width > MAX_WIDTH:
         image = image.resize((MAX_WIDTH, round(image.height * MAX_WIDTH / image.width)),

@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="output folder (default: %(default)s)")
     p.add_argument("--opacity", type=float, default=0.5,
-                   help="how strongly the class colours cover the image in the overlays "
+                   help="how strongly the class colors cover the image in the overlays "
                         "(default: %(default)s)")
     p.add_argument("--legend", action="store_true",
                    help="add a legend of the classes found under each overlay")
@@ -171,7 +171,7 @@ def check_outputs(out: Path, inputs, files, names) -> None:
 
 
 def load_checkpoint(path):
-    """(model, class names, colours) of a checkpoint written by tinyfcn-train."""
+    """(model, class names, colors) of a checkpoint written by tinyfcn-train."""
     ckpt = tinyfcn.load(path)
     if isinstance(ckpt, dict) and "config" not in ckpt:
         raise DataError(f"{path}: not a tinyfcn checkpoint (no model config); for a bare "
@@ -182,7 +182,7 @@ def load_checkpoint(path):
 
 
 def load_weights(path, model_name: str, backbone: str, num_classes: int):
-    """(model, class names, colours) of a bare state dict for the network described (or
+    """(model, class names, colors) of a bare state dict for the network described (or
     one wrapped as {"state_dict": ...}, {"model_state_dict": ...} or {"model": ...}, as
     training scripts save them, whatever the file's format). fc6's width is read from the
     weights (4096 in VGG16, less in small nets)."""
@@ -210,9 +210,9 @@ def main(argv=None) -> int:
                "tta": args.tta}
     try:
         if args.weights is None:
-            model, class_names, colours = load_checkpoint(args.checkpoint)
+            model, class_names, colors = load_checkpoint(args.checkpoint)
         else:
-            model, class_names, colours = load_weights(args.weights, args.model,
+            model, class_names, colors = load_weights(args.weights, args.model,
                                                        args.backbone, args.num_classes)
         class_list = class_names or [str(c) for c in range(model.num_classes)]
         files, skipped = image_files(args.inputs)
@@ -236,12 +236,12 @@ def main(argv=None) -> int:
                 raise DataError(f"{path}: out of memory predicting {image.shape[1]} x "
                                 f"{image.shape[0]} pixels: lower --max-pixels or --tile"
                                 ) from None
-            write_label(args.out / f"{name}.png", pred, colours)
+            write_label(args.out / f"{name}.png", pred, colors)
             if not args.no_overlay:
-                picture = overlay(image, pred, args.opacity, colours)
+                picture = overlay(image, pred, args.opacity, colors)
                 if args.legend:
                     picture = panel([[picture]], height=picture.shape[0], gap=0,
-                                    legend=class_legend([pred], class_list, colours))
+                                    legend=class_legend([pred], class_list, colors))
                 write_image(args.out / f"{name}-overlay.png", picture)
             written += 1
             print(f"{path}: {', '.join(class_list[c] for c in np.unique(pred))}")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tinyfcn.data.errors import DataError
-from tinyfcn.data.palette import COLORMAP, VOID, decode_colour_label
+from tinyfcn.data.palette import COLORMAP, VOID, decode_color_label
 from tinyfcn.fileio import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -106,7 +106,7 @@ def read_image(path) -> np.ndarray:
 
 def _indices_are_classes(im: Image.Image, indices: np.ndarray, colors: np.ndarray) -> bool:
     """True if each index the palette PNG uses is void or a class whose entry in the PNG's
-    own palette is that class's colour (as `write_label` writes them): the two readings
+    own palette is that class's color (as `write_label` writes them): the two readings
     agree, and void stays void."""
     used = np.unique(indices)
     used = used[used != VOID]
@@ -116,17 +116,17 @@ def _indices_are_classes(im: Image.Image, indices: np.ndarray, colors: np.ndarra
     return bool((table[used] == colors[used]).all())
 
 
-def read_label_and_decoding(path, colours=None, void_colour=(0, 0, 0)):
+def read_label_and_decoding(path, colors=None, void_color=(0, 0, 0)):
     """(label, decoding): the (H, W) uint8 class indices of `read_label` and how the file
     was read: `INDICES`, `COLORS` (an RGB mask) or `INDEXED_COLORS` (a palette PNG whose
-    indices are not the classes, as PNG optimizers and quantizers write colour masks)."""
+    indices are not the classes, as PNG optimizers and quantizers write color masks)."""
     im = _open(path, ["PNG"], "label")
-    if im.mode in ("RGB", "RGBA") and colours is not None:
-        return _decode(path, im, "label", lambda im: decode_colour_label(
-            path, np.asarray(im.convert("RGB")), colours, void_colour)), COLORS
+    if im.mode in ("RGB", "RGBA") and colors is not None:
+        return _decode(path, im, "label", lambda im: decode_color_label(
+            path, np.asarray(im.convert("RGB")), colors, void_color)), COLORS
     if im.mode not in ("P", "L"):
         im.close()
-        hint = (" (a colour mask: list each class's colour in palette.txt beside "
+        hint = (" (a color mask: list each class's color in palette.txt beside "
                 "class_names.txt, one 'R G B' line per class, to decode it)"
                 if im.mode in ("RGB", "RGBA") else "")
         raise DataError(f"{path}: label must be a palette or greyscale PNG of class "
@@ -134,23 +134,23 @@ def read_label_and_decoding(path, colours=None, void_colour=(0, 0, 0)):
 
     def decode(im):
         indices = np.array(im, dtype=np.uint8)
-        if im.mode == "L" or colours is None or _indices_are_classes(im, indices, colours):
+        if im.mode == "L" or colors is None or _indices_are_classes(im, indices, colors):
             return indices, INDICES
         rgb = np.asarray(im.convert("RGB"))
         try:
-            return decode_colour_label(path, rgb, colours, void_colour), INDEXED_COLORS
+            return decode_color_label(path, rgb, colors, void_color), INDEXED_COLORS
         except DataError as e:  # say why the indices were not taken as the classes
             raise DataError(f"{e}; it is a palette PNG whose palette differs from "
-                            f"palette.txt, so it is read by colour") from None
+                            f"palette.txt, so it is read by color") from None
 
     return _decode(path, im, "label", decode)
 
 
-def read_label(path, colours=None, void_colour=(0, 0, 0)) -> np.ndarray:
+def read_label(path, colors=None, void_color=(0, 0, 0)) -> np.ndarray:
     """(H, W) uint8 class indices from a palette (or greyscale) PNG of class indices, or,
-    given the data set's `colours` (palette.txt), from a colour mask: RGB, or a palette PNG
-    whose palette holds those colours in another order."""
-    return read_label_and_decoding(path, colours, void_colour)[0]
+    given the data set's `colors` (palette.txt), from a color mask: RGB, or a palette PNG
+    whose palette holds those colors in another order."""
+    return read_label_and_decoding(path, colors, void_color)[0]
 
 
 def _write(path, image: Image.Image, **options) -> None:
@@ -162,13 +162,13 @@ def _write(path, image: Image.Image, **options) -> None:
     atomic_write(Path(path), lambda f: f.write(data))
 
 
-def write_label(path, label: np.ndarray, colours=None) -> None:
+def write_label(path, label: np.ndarray, colors=None) -> None:
     """Write class indices as a palette PNG, atomically: it reads back as the indices and
-    opens as a picture in the data set's `colours` (else VOC's)."""
+    opens as a picture in the data set's `colors` (else VOC's)."""
     image = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
     table = COLORMAP.copy()
-    if colours is not None:
-        table[:len(colours)] = colours
+    if colors is not None:
+        table[:len(colors)] = colors
     image.putpalette(table.ravel().tolist())
     _write(path, image)
 

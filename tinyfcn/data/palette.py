@@ -1,4 +1,4 @@
-"""Class colours: the PASCAL VOC colour map, a data set's palette.txt, and colour masks
+"""Class colors: the PASCAL VOC color map, a data set's palette.txt, and color masks
 decoded to class indices (255 = void)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ VOID = 255
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
-    """(n, 3) uint8: VOC's colours, from the bits of the class index (the devkit's bitget)."""
+    """(n, 3) uint8: VOC's colors, from the bits of the class index (the devkit's bitget)."""
     cmap = np.zeros((n, 3), dtype=np.uint8)
     for i in range(n):
         c, r, g, b = i, 0, 0, 0
@@ -28,14 +28,14 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 COLORMAP = voc_colormap()
 
 
-def colorize(label: np.ndarray, colours=None) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 RGB: class c in `colours[c]` (a data set's
-    palette.txt) or else in the VOC colours; void is cream."""
+def colorize(label: np.ndarray, colors=None) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 RGB: class c in `colors[c]` (a data set's
+    palette.txt) or else in the VOC colors; void is cream."""
     label = np.asarray(label, dtype=np.uint8)
-    if colours is None:
+    if colors is None:
         return COLORMAP[label]
     table = COLORMAP.copy()
-    table[:len(colours)] = colours
+    table[:len(colors)] = colors
     return table[label]
 
 
@@ -54,11 +54,11 @@ def read_palette(path) -> np.ndarray:
             raise DataError(f"{path}, line {n}: expected three numbers 0-255 (R G B), "
                             f"got {line.strip()!r}")
         rows.append(values)
-    colours = np.array(rows, np.uint8).reshape(-1, 3)
-    keys = _keys(colours)
+    colors = np.array(rows, np.uint8).reshape(-1, 3)
+    keys = _keys(colors)
     if len(set(keys.tolist())) != len(keys):
-        raise DataError(f"{path}: two classes share a colour")
-    return colours
+        raise DataError(f"{path}: two classes share a color")
+    return colors
 
 
 def _keys(rgb: np.ndarray) -> np.ndarray:
@@ -66,21 +66,21 @@ def _keys(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def decode_colour_label(path, rgb: np.ndarray, colours: np.ndarray, void_colour) -> np.ndarray:
-    """(H, W) class indices from an (H, W, 3) colour mask: colour `colours[c]` -> c,
-    `void_colour` (if not None) -> void; any other colour is an error naming it."""
+def decode_color_label(path, rgb: np.ndarray, colors: np.ndarray, void_color) -> np.ndarray:
+    """(H, W) class indices from an (H, W, 3) color mask: color `colors[c]` -> c,
+    `void_color` (if not None) -> void; any other color is an error naming it."""
     keys = _keys(rgb)
-    table = _keys(colours)
+    table = _keys(colors)
     order = np.argsort(table)
     position = np.clip(np.searchsorted(table[order], keys), 0, len(table) - 1)
     label = order[position].astype(np.uint8)
     known = table[order][position] == keys
-    if void_colour is not None:
-        void = keys == _keys(np.asarray(void_colour))
+    if void_color is not None:
+        void = keys == _keys(np.asarray(void_color))
         label[void], known = VOID, known | void
     if not known.all():
         unknown = np.unique(keys[~known])[:3]
         named = ", ".join(f"({k >> 16} {(k >> 8) & 255} {k & 255})" for k in unknown.tolist())
-        raise DataError(f"{path}: colours {named} are not in palette.txt (nor the void "
-                        f"colour)")
+        raise DataError(f"{path}: colors {named} are not in palette.txt (nor the void "
+                        f"color)")
     return label

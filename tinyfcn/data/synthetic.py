@@ -2,9 +2,9 @@
 
 A fair miniature of VOC that needs no download. 21 classes: background and 20
 object classes, each a pair (shape, texture) of 5 shapes x 4 textures. Like
-VOC's classes, each has a typical colour (a hue), but hues are jittered so
+VOC's classes, each has a typical color (a hue), but hues are jittered so
 that neighbouring classes overlap, and hue neighbours differ in shape and
-texture: colour alone does not tell a class, a net must also see shape
+texture: color alone does not tell a class, a net must also see shape
 (spatial context) and texture (fine detail). Each scene has several
 objects at random scale and rotation that occlude each other, small objects
 and thin bars, a cluttered textured background, and a void band (255) along
@@ -75,7 +75,7 @@ def _polygon(shape: str, cx: float, cy: float, size: float, angle: float, rng) -
 
 
 def _texture(kind: str, H: int, W: int, cx, cy, angle, period) -> np.ndarray:
-    """(H, W) in {0, 1}: which of the object's two colours each pixel takes."""
+    """(H, W) in {0, 1}: which of the object's two colors each pixel takes."""
     y, x = np.mgrid[:H, :W].astype(np.float32)
     c, s = np.cos(angle), np.sin(angle)
     u = (x - cx) * c + (y - cy) * s
@@ -100,8 +100,8 @@ def _hsv(h, s, v) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
 
 
-def _class_colours(cls: int, rng):
-    """Two colours of one hue (the class's, jittered so neighbours overlap) that differ in
+def _class_colors(cls: int, rng):
+    """Two colors of one hue (the class's, jittered so neighbours overlap) that differ in
     brightness: the texture is drawn in them."""
     hue = HUE_RANK[cls] / 20 + rng.uniform(-0.04, 0.04)
     sat = rng.uniform(0.5, 0.95)
@@ -110,27 +110,27 @@ def _class_colours(cls: int, rng):
     return _hsv(hue, sat, v1), _hsv(hue, sat, max(v2, 0.1))
 
 
-def _random_colour(rng, saturation=0.25) -> np.ndarray:
-    """A muted clutter colour: backgrounds are greyish, like most of VOC's."""
+def _random_color(rng, saturation=0.25) -> np.ndarray:
+    """A muted clutter color: backgrounds are greyish, like most of VOC's."""
     return _hsv(rng.random(), rng.uniform(0, saturation), rng.uniform(0.2, 0.9))
 
 
 def _background(H: int, W: int, rng) -> np.ndarray:
     """Smooth muted blobs plus random thin lines and noise: clutter that is not an object."""
     small_shape = (max(H // 16, 2), max(W // 16, 2))
-    small = np.stack([_random_colour(rng) for _ in range(small_shape[0] * small_shape[1])])
+    small = np.stack([_random_color(rng) for _ in range(small_shape[0] * small_shape[1])])
     small = small.reshape(*small_shape, 3).astype(np.uint8)
     canvas = Image.fromarray(small).resize((W, H), Image.BICUBIC)
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(3, 8)):
         x0, y0 = rng.uniform(0, W), rng.uniform(0, H)
         x1, y1 = x0 + rng.uniform(-40, 40), y0 + rng.uniform(-40, 40)
-        draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in _random_colour(rng)),
+        draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in _random_color(rng)),
                   width=1)
     for _ in range(rng.integers(2, 5)):  # soft blobs
         x0, y0, d = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(6, 20)
         draw.ellipse([x0, y0, x0 + d, y0 + d * rng.uniform(0.5, 1.5)],
-                     fill=tuple(int(v) for v in _random_colour(rng)))
+                     fill=tuple(int(v) for v in _random_color(rng)))
     canvas = canvas.filter(ImageFilter.GaussianBlur(1.2))
     return np.array(canvas, dtype=np.float32)
 
@@ -164,7 +164,7 @@ def draw_scene(rng: np.random.Generator, min_size: int = 88, max_size: int = 136
         mask = np.array(mask_image, bool)
         if mask.sum() < 12:
             continue
-        a, b = _class_colours(cls, rng)
+        a, b = _class_colors(cls, rng)
         pattern = _texture(texture, H, W, cx, cy, rng.uniform(0, np.pi),
                            rng.choice([2, 3]))[..., None]
         object_pixels = a * (1 - pattern) + b * pattern

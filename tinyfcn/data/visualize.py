@@ -10,18 +10,18 @@ from tinyfcn.data.palette import VOID, colorize
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
-            colours=None) -> np.ndarray:
-    """The image with the colours of `label` (the data set's, else VOC's) blended over it
+            colors=None) -> np.ndarray:
+    """The image with the colors of `label` (the data set's, else VOC's) blended over it
     (class 0, background, left clear)."""
-    colours = colorize(label, colours).astype(np.float32)
-    mixed = image.astype(np.float32) * (1 - alpha) + colours * alpha
+    colors = colorize(label, colors).astype(np.float32)
+    mixed = image.astype(np.float32) * (1 - alpha) + colors * alpha
     keep = (label == 0)[..., None]
     return np.where(keep, image, mixed).astype(np.uint8)
 
 
 def panel(rows, height: int = 128, gap: int = 4, titles=None, legend=None) -> np.ndarray:
     """Rows of images side by side (each resized to `height`), one row per sample, with
-    optional column `titles` above and a `legend` of (name, RGB colour) below.
+    optional column `titles` above and a `legend` of (name, RGB color) below.
 
     `rows` is a list of lists of (H, W, 3) uint8 arrays."""
     rendered, starts = [], None
@@ -64,31 +64,31 @@ def _strip(width: int, centred_texts, height: int = 20) -> np.ndarray:
 
 
 def _legend(width: int, entries, line: int = 18) -> np.ndarray:
-    """Colour swatches with class names, wrapped over as many lines as needed."""
+    """Color swatches with class names, wrapped over as many lines as needed."""
     font = _font()
     placed, x, y = [], 4, 2
-    for name, colour in entries:
+    for name, color in entries:
         size = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name, font=font))
         if x + 16 + size > width and x > 4:
             x, y = 4, y + line
-        placed.append((x, y, name, colour))
+        placed.append((x, y, name, color))
         x += 16 + size + 12
     canvas = Image.new("RGB", (width, y + line), "white")
     draw = ImageDraw.Draw(canvas)
-    for x, y, name, colour in placed:
-        draw.rectangle([x, y + 3, x + 11, y + 14], fill=tuple(int(c) for c in colour),
+    for x, y, name, color in placed:
+        draw.rectangle([x, y + 3, x + 11, y + 14], fill=tuple(int(c) for c in color),
                        outline="black")
         draw.text((x + 16, y + 1), name, fill="black", font=font)
     return np.array(canvas)
 
 
-def class_legend(labels, class_names, colours=None) -> list:
-    """(name, colour) of every class that appears in any of `labels` (void left out)."""
+def class_legend(labels, class_names, colors=None) -> list:
+    """(name, color) of every class that appears in any of `labels` (void left out)."""
     present = sorted(set().union(*(np.unique(lab).tolist() for lab in labels)) - {VOID})
-    table = colorize(np.arange(256, dtype=np.uint8)[None], colours)[0]
+    table = colorize(np.arange(256, dtype=np.uint8)[None], colors)[0]
     return [(class_names[c] if c < len(class_names) else str(c), table[c]) for c in present]
 
 
-def prediction_row(image, label, pred, colours=None):
-    """image | ground truth | prediction, in the data set's colours (else VOC's)."""
-    return [image, colorize(label, colours), colorize(pred, colours)]
+def prediction_row(image, label, pred, colors=None):
+    """image | ground truth | prediction, in the data set's colors (else VOC's)."""
+    return [image, colorize(label, colors), colorize(pred, colors)]

@@ -6,7 +6,7 @@
     root/class_names.txt                   one name per line (if absent: VOC's 21, and
                                            `has_class_names` is False so tools can say so)
     root/palette.txt                       optional: one "R G B" line per class; labels may
-                                           then be colour masks, `void_colour` is void
+                                           then be color masks, `void_color` is void
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class VOCSegmentation:
     raise `DataError` naming the file."""
 
     def __init__(self, root, split: str = "train", transform=None, ignore_index: int = VOID,
-                 void_colour=(0, 0, 0)):
+                 void_color=(0, 0, 0)):
         self.root = Path(root)
         if not 0 <= ignore_index <= VOID:
             raise DataError(f"ignore_index must be a label value 0..{VOID}, got {ignore_index}")
@@ -77,15 +77,15 @@ class VOCSegmentation:
         names = read_class_names(self.root)
         self.has_class_names = names is not None  # else VOC's 21 are assumed: say so
         self.class_names = VOC_CLASSES if names is None else names
-        self.palette = self.void_colour = None
+        self.palette = self.void_color = None
         if (self.root / "palette.txt").is_file():
             self.palette = read_palette(self.root / "palette.txt")
             if len(self.palette) != len(self.class_names):
-                raise DataError(f"{self.root / 'palette.txt'}: {len(self.palette)} colours for "
+                raise DataError(f"{self.root / 'palette.txt'}: {len(self.palette)} colors for "
                                 f"{len(self.class_names)} classes")
-            owned = void_colour is not None and any(
-                tuple(c) == tuple(void_colour) for c in self.palette.tolist())
-            self.void_colour = None if owned else void_colour  # a class's colour is not void
+            owned = void_color is not None and any(
+                tuple(c) == tuple(void_color) for c in self.palette.tolist())
+            self.void_color = None if owned else void_color  # a class's color is not void
 
     @property
     def num_classes(self) -> int:
@@ -128,7 +128,7 @@ class VOCSegmentation:
         says how the label file was read (see `image_io.read_label_and_decoding`)."""
         image = read_image(self._checked(self.image_path(i)))
         label_path = self._checked(self.label_path(i))
-        label, decoding = read_label_and_decoding(label_path, self.palette, self.void_colour)
+        label, decoding = read_label_and_decoding(label_path, self.palette, self.void_color)
         if self.ignore_index != VOID:  # this data set's void value -> tinyfcn's 255
             label = np.where(label == self.ignore_index, VOID, label).astype(np.uint8)
         if image.shape[:2] != label.shape:
@@ -137,8 +137,8 @@ class VOCSegmentation:
         bad = (label >= self.num_classes) & (label != VOID)
         if bad.any():
             values = sorted(np.unique(label[bad]).tolist())[:5]
-            hint = ("" if self.palette is not None else "; if these are colours of a colour "
-                    "mask, list the colours in palette.txt")
+            hint = ("" if self.palette is not None else "; if these are colors of a color "
+                    "mask, list the colors in palette.txt")
             raise DataError(f"{label_path}: label values {values} are not classes "
                             f"0..{self.num_classes - 1} or void ({self.ignore_index}){hint}")
         return image, label, decoding

@@ -21,9 +21,9 @@ class PReLU(Function):
 
     def backward(self, g):
         grad_x = grad_w = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             grad_x = np.where(self.negative, g * self.slope, g)
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             per_element = np.where(self.negative, g * self.x, 0)
             axes = tuple(a for a in range(per_element.ndim) if a != 1 or self.slope.size == 1)
             grad_w = per_element.sum(axis=axes).reshape(self.slope.size)

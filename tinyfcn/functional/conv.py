@@ -135,17 +135,17 @@ class Conv2d(Function):
         N, C_out = x.shape[0], w.shape[0]
         w2 = w.reshape(C_out, -1)
         y, col = _im2col_gemm(x, w2, self.geo)
-        self.w2 = w2 if self.needs_grad[0] else None  # keep only what backward needs
-        keep = self.needs_grad[1] and col.nbytes <= KEEP_COLUMNS_BYTES
+        self.w2 = w2 if self.needs_input_grad[0] else None  # keep only what backward needs
+        keep = self.needs_input_grad[1] and col.nbytes <= KEEP_COLUMNS_BYTES
         self.col = col if keep else None
-        self.x = x if self.needs_grad[1] and not keep else None
+        self.x = x if self.needs_input_grad[1] and not keep else None
         self.w_shape = w.shape
         return _unrows(y, N, self.geo.H_out, self.geo.W_out, b)
 
     def backward(self, g):
         g2 = _rows(g)                                              # (C_out, N*L)
         gx = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             C_out, C_in = self.w_shape[:2]
             flipped = (_input_gradient_geometry(self.geo, C_out)
                        if INPUT_GRADIENT_AS_CONV and C_out <= C_in else None)
@@ -157,13 +157,13 @@ class Conv2d(Function):
                 gx2 = _im2col_gemm(g, w_flip.reshape(C_in, -1), flipped)[0]
                 gx = _unrows(gx2, g.shape[0], self.geo.H, self.geo.W)
         gw = None
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             col = self.col if self.col is not None else self.geo.im2col(self.x)  # (K, N*L)
             gw = matmul(g2, col.T).reshape(self.w_shape)        # (C_out, N*L) @ (N*L, K)
         self.col = self.x = None  # the largest buffers of the step: free them once used
-        if len(self.needs_grad) == 2:  # called without a bias
+        if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
-        return gx, gw, g2.sum(axis=1) if self.needs_grad[2] else None
+        return gx, gw, g2.sum(axis=1) if self.needs_input_grad[2] else None
 
 
 class ConvTranspose2d(Function):
@@ -180,22 +180,22 @@ class ConvTranspose2d(Function):
         if b is not None:
             y += b[:, None, None]
         self.w2, self.w_shape = w2, w.shape
-        self.x2 = x2 if self.needs_grad[1] else None
+        self.x2 = x2 if self.needs_input_grad[1] else None
         return y
 
     def backward(self, g):
         N = g.shape[0]
         gx = gw = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             gx2, col = _im2col_gemm(g, self.w2, self.geo)          # (C_in, N*L), (K, N*L)
             gx = _unrows(gx2, N, self.geo.H_out, self.geo.W_out)
         else:
             col = self.geo.im2col(g)                                # (K, N*L)
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             gw = matmul(self.x2, col.T).reshape(self.w_shape)  # (C_in, N*L) @ (N*L, K)
-        if len(self.needs_grad) == 2:  # called without a bias
+        if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
 
 
 def _input_gradient_geometry(geo: Geometry, C_out: int) -> Geometry | None:

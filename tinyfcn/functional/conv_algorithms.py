@@ -213,20 +213,20 @@ class TiledConv2d(Function):
 
     def forward(self, x, w, b=None):
         x = np.ascontiguousarray(x)
-        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
-        self.w = w if self.needs_grad[0] else None
+        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_input_grad[0] else None
         self.w_shape = w.shape
         return tiled_conv(x, np.ascontiguousarray(w).reshape(w.shape[0], -1), self.geo, b)
 
     def backward(self, g):
         g = np.ascontiguousarray(g)
-        gx = tiled_input_gradient(g, self.w, self.geo) if self.needs_grad[0] else None
+        gx = tiled_input_gradient(g, self.w, self.geo) if self.needs_input_grad[0] else None
         gw = (tiled_weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
-              if self.needs_grad[1] else None)
+              if self.needs_input_grad[1] else None)
         self.x = None
-        if len(self.needs_grad) == 2:  # called without a bias
+        if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
 
 
 def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -343,22 +343,22 @@ class WinogradConv2d(Function):
 
     def forward(self, x, w, b=None):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
-        self.w = w if self.needs_grad[0] else None
+        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_input_grad[0] else None
         self.w_shape = w.shape
         return winograd_conv(x, w, self.geo, b)
 
     def backward(self, g):
         g = np.ascontiguousarray(g)
         gx = gw = None
-        if self.needs_grad[0]:
+        if self.needs_input_grad[0]:
             flipped = _input_gradient_geometry(self.geo, self.w_shape[0])
             if flipped is None:  # padded past the kernel's reach: not a plain convolution
                 gx = tiled_input_gradient(g, self.w, self.geo)
             else:
                 w_flip = np.ascontiguousarray(self.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
                 gx = winograd_conv(g, w_flip, flipped)
-        if self.needs_grad[1]:
+        if self.needs_input_grad[1]:
             C_out, C = self.w_shape[:2]
             if WINOGRAD_WEIGHT_GRADIENT and (
                     C_out <= C or min(C, C_out) >= WINOGRAD_WEIGHT_GRADIENT_CHANNELS):
@@ -366,9 +366,9 @@ class WinogradConv2d(Function):
             else:
                 gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
         self.x = None
-        if len(self.needs_grad) == 2:  # called without a bias
+        if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
 
 
 # The weight gradient too by Winograd's transforms (fewer multiplications), except where a
@@ -389,8 +389,8 @@ class DirectConv2d(Function):
 
     def forward(self, x, w, b=None):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        self.x = x if self.needs_grad[1] else None  # keep only what backward needs
-        self.w = w if self.needs_grad[0] else None
+        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
+        self.w = w if self.needs_input_grad[0] else None
         self.w_shape = w.shape
         geo = self.geo
         bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else b
