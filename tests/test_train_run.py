@@ -46,6 +46,19 @@ def make_trainer(out, train=None, val=None, **kwargs):
 
 
 # ------------------------------------------------------------------------ resume
+def test_from_checkpoint_resumes_a_schedule_without_a_length(tmp_path):
+    """PyTorch's StepLR has no total_steps to stretch: the resume restores it as it was."""
+    def build(run, model=None):
+        trainer = make_trainer(tmp_path / "run")
+        trainer.scheduler = optim.StepLR(trainer.optimizer, step_size=1, gamma=0.5)
+        return trainer
+
+    build({}).fit(1)
+    resumed = Trainer.from_checkpoint(tmp_path / "run" / "checkpoint-last.npz", {}, build,
+                                      log=lambda text: None)
+    assert resumed.scheduler.last_step == 2 and resumed.optimizer.lr == pytest.approx(0.0125)
+
+
 def test_a_resume_reads_its_checkpoint_once(voc, tmp_path, monkeypatch):
     import zipfile
     out = tmp_path / "run"
