@@ -215,3 +215,10 @@ def test_plot_runs_tells_apart_runs_with_the_same_folder_name(tmp_path):
                  "--out", tmp_path / "runs.png")
     assert result.returncode == 0, result.stderr
     assert "(best mIoU 0.100)" in result.stdout and "(best mIoU 0.200)" in result.stdout
+
+
+def test_train_refuses_a_negative_time_budget_as_a_usage_error(capsys):
+    from tinyfcn.cli.train import parser
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(["--time-budget", "-5"])
+    assert info.value.code == 2 and "--time-budget: must be >= 0, got -5" in capsys.readouterr().err

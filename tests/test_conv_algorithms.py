@@ -226,3 +226,20 @@ def test_kernels_is_reachable_after_import_tinyfcn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "im2col"
+
+
+def test_the_weight_gradient_follows_keep_columns_bytes_as_set(monkeypatch):
+    """conv.KEEP_COLUMNS_BYTES, the documented setting, is read when it is needed: set to 0,
+    the weight gradient of every algorithm that builds it whole goes tile by tile."""
+    import tinyfcn.functional.conv as conv
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((1, 3, 6, 6))
+    geo = _geometry(2, 6, 6, 3, 3, (1, 1), (1, 1), (1, 1))
+    tiled, real = [], algorithms.tiled_weight_gradient
+    monkeypatch.setattr(algorithms, "tiled_weight_gradient",
+                        lambda *a: tiled.append(a) or real(*a))
+    whole = algorithms.weight_gradient(x, g, geo)
+    assert not tiled
+    monkeypatch.setattr(conv, "KEEP_COLUMNS_BYTES", 0)
+    np.testing.assert_allclose(algorithms.weight_gradient(x, g, geo), whole, rtol=1e-12)
+    assert len(tiled) == 1

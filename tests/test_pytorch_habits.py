@@ -179,6 +179,8 @@ def test_the_former_step_lr_is_milestone_lr_and_old_checkpoints_load():
         sched.load_state_dict(optim.StepLR(optim.SGD([w], lr=1.0), 2).state_dict())
     with pytest.raises(ValueError, match="a MilestoneLR state cannot load into a StepLR"):
         optim.StepLR(optim.SGD([w], lr=1.0), 2).load_state_dict(sched.state_dict())
+    with pytest.raises(ValueError, match="former StepLR .* load it into a MilestoneLR"):
+        optim.StepLR(optim.SGD([w], lr=1.0), 2).load_state_dict(old)  # not a KeyError
 
 
 # --------------------------------------------------------------- BatchNorm and buffers

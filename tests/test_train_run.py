@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from test_architecture import Scenes
 from test_data_metrics import write_voc_fixture
+from test_distributed import clean_env, mpiexec
 
 import tinyfcn
 import tinyfcn.functional as F
@@ -46,6 +47,19 @@ def make_trainer(out, train=None, val=None, **kwargs):
 
 
 # ------------------------------------------------------------------------ resume
+def test_from_checkpoint_resumes_a_schedule_without_a_length(tmp_path):
+    """PyTorch's StepLR has no total_steps to stretch: the resume restores it as it was."""
+    def build(run, model=None):
+        trainer = make_trainer(tmp_path / "run")
+        trainer.scheduler = optim.StepLR(trainer.optimizer, step_size=1, gamma=0.5)
+        return trainer
+
+    build({}).fit(1)
+    resumed = Trainer.from_checkpoint(tmp_path / "run" / "checkpoint-last.npz", {}, build,
+                                      log=lambda text: None)
+    assert resumed.scheduler.last_step == 2 and resumed.optimizer.lr == pytest.approx(0.0125)
+
+
 def test_a_resume_reads_its_checkpoint_once(voc, tmp_path, monkeypatch):
     import zipfile
     out = tmp_path / "run"
@@ -185,19 +199,6 @@ def test_a_cut_last_line_of_the_log_is_dropped_on_resume(voc, tmp_path):
 
 
 # --------------------------------------------------------------------------- MPI
-def mpiexec():
-    pytest.importorskip("mpi4py")
-    path = shutil.which("mpiexec")
-    if path is None:
-        pytest.skip("no mpiexec on PATH")
-    return path
-
-
-def clean_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PMI_", "OMPI_", "MPI_", "HYDRA_"))}
-
-
 def test_a_rank_that_fails_ends_every_rank_with_its_message(tmp_path):
     launcher = mpiexec()
     root = write_voc_fixture(tmp_path / "voc", num_classes=3, n=8)

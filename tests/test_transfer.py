@@ -10,7 +10,7 @@ import pytest
 import tinyfcn
 from tinyfcn import Tensor, models, nn, optim
 from tinyfcn.data.crops import object_crops
-from tinyfcn.recipes import reference_lr, reference_param_groups
+from tinyfcn.recipes import reference_lr, reference_optimizer, reference_param_groups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -154,6 +154,14 @@ def test_reference_recipe_freezes_upsampling_and_doubles_bias_rates():
     # the reference's 1e-10 for a summed loss over a 500 x 375 image, for the mean loss
     assert reference_lr("fcn32s", False, 500 * 375) == pytest.approx(1.875e-5)
     assert reference_lr("fcn8s", True, 100) == pytest.approx(1e-8)
+
+
+def test_reference_recipe_says_where_its_learning_rate_comes_from():
+    model = models.fcn32s(3, backbone="lite", fc_width=8)
+    opt, _, summary = reference_optimizer(model, "fcn32s", 500 * 375, 10)
+    assert opt.lr == pytest.approx(1.875e-5) and "x 187500 pixels per batch" in summary
+    opt, _, summary = reference_optimizer(model, "fcn32s", 500 * 375, 10, lr=0.003)
+    assert opt.lr == 0.003 and "(--lr)" in summary and "pixels per batch" not in summary
 
 
 def load_example(name):

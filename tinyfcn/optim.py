@@ -347,6 +347,9 @@ class StepLR(LRScheduler):
         return {**super().state_dict(), "step_size": self.step_size, "gamma": self.gamma}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") == "StepLR" and "step_size" not in state:
+            raise ValueError("this StepLR state is of tinyfcn's former StepLR (milestones, no "
+                             "step_size), now MilestoneLR: load it into a MilestoneLR")
         super().load_state_dict(state)
         self.step_size, self.gamma = int(state["step_size"]), float(state["gamma"])
 

@@ -71,13 +71,15 @@ def reference_optimizer(model, model_name: str, pixels_per_batch: int, total_ste
     """The reference's fine-tuning recipe: SGD over `reference_param_groups` with the
     configuration's momentum and weight decay, at a fixed learning rate (`reference_lr`
     unless `lr` is given). Returns (optimizer, schedule, a line that says what was chosen)."""
-    config = _configuration(model_name, getattr(model, "at_once", False))
-    lr = lr or config["lr"] * pixels_per_batch
+    at_once = getattr(model, "at_once", False)
+    config = _configuration(model_name, at_once)
+    why = "--lr" if lr else (f"the reference's rate for its summed loss x {pixels_per_batch} "
+                             f"pixels per batch")
+    lr = lr or reference_lr(model_name, at_once, pixels_per_batch)
     opt = SGD(reference_param_groups(model, learn_upsampling), lr,
               momentum=config["momentum"], weight_decay=config["weight_decay"])
-    summary = (f"Reference recipe: SGD momentum {config['momentum']}, fixed lr {lr:.3g} (the "
-               f"reference's rate for its summed loss x {pixels_per_batch} pixels per batch), "
-               f"biases at 2x lr without decay, upsampling "
+    summary = (f"Reference recipe: SGD momentum {config['momentum']}, fixed lr {lr:.3g} "
+               f"({why}), biases at 2x lr without decay, upsampling "
                f"{'learned' if learn_upsampling else 'frozen'}")
     return opt, ConstantLR(opt, total_steps), summary
 

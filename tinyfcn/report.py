@@ -155,7 +155,8 @@ class RunFolder:
                 for r in self.rows() if r["kind"] == "train"]
 
     def _append(self, row: dict) -> None:
-        """One row, on disk when this returns (closing the file flushes it)."""
+        """One row, in the file when this returns (closing it flushes Python's buffer; the
+        row is not fsynced: a crash can cut it short, which `rows` allows for)."""
         if not self.enabled:
             return
         with writing(self.log_path), open(self.log_path, "a", newline="") as f:

@@ -337,10 +337,10 @@ class Trainer:
             if key in stored and _plain(overrides[key]) != _plain(stored[key]):
                 log(f"{name(key)} {_plain(overrides[key])} (the run had {_plain(stored[key])})")
         if position:
-            total = trainer.scheduler.total_steps
+            total = getattr(trainer.scheduler, "total_steps", None)  # None: no fixed length
             trainer.load_state_dict(state, path)
             log(f"Resuming {path} at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
-            if trainer.scheduler.total_steps != total:
+            if total is not None and trainer.scheduler.total_steps != total:
                 trainer.scheduler.set_total_steps(total)
                 log(f"Learning-rate schedule now spans {total} steps "
                     f"(lr {trainer.optimizer.lr:.3g})")

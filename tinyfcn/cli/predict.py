@@ -36,7 +36,7 @@ from tinyfcn.data import (
 from tinyfcn.data.visualize import class_legend, overlay, panel
 from tinyfcn.models.backbones import BACKBONES
 from tinyfcn.models.base import MAX_PIXELS
-from tinyfcn.serialization import WRAPPER_KEYS
+from tinyfcn.serialization import unwrap_state_dict
 
 # the network --weights holds unless told otherwise: the reference FCN-8s on PASCAL VOC
 WEIGHTS_DEFAULTS = {"model": "fcn8s", "backbone": "vgg16", "num_classes": len(VOC_CLASSES)}
@@ -186,10 +186,7 @@ def load_weights(path, model_name: str, backbone: str, num_classes: int):
     one wrapped as {"state_dict": ...}, {"model_state_dict": ...} or {"model": ...}, as
     training scripts save them, whatever the file's format). fc6's width is read from the
     weights (4096 in VGG16, less in small nets)."""
-    state = tinyfcn.load(path)
-    for key in WRAPPER_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    state = unwrap_state_dict(tinyfcn.load(path))  # load gives a dict or raises
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise DataError(f"{path}: not a state dict (a dict of arrays by parameter name)")
     fc6 = state.get("fc6.weight")

@@ -22,6 +22,7 @@ from tinyfcn.data.loader import batches_per_epoch
 from tinyfcn.data.transforms import TrainAugment
 from tinyfcn.distributed import World
 from tinyfcn.losses import LOSSES
+from tinyfcn.models.backbones import BACKBONES
 from tinyfcn.report import OutputError, print_class_weights
 from tinyfcn.train import Diverged, Interrupted, RunSettings, Trainer
 
@@ -88,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
              "split (for rare classes), or one weight per class")
     add = p.add_argument_group("model").add_argument
     add("--model", default="fcn8s", choices=sorted(models.MODELS), help="the architecture")
-    add("--backbone", default="lite", choices=["lite", "vgg16"],
+    add("--backbone", default="lite", choices=sorted(BACKBONES),
         help="lite: the CPU-sized VGG; vgg16: FCN's own network")
     add("--backbone-weights", type=Path, metavar="PATH",
         help="start from a trained VGG classifier of the same backbone (.pth, .safetensors or "
@@ -98,9 +99,10 @@ def parser() -> argparse.ArgumentParser:
     add = p.add_argument_group("training").add_argument
     add("--epochs", type=COUNT, default=11, help="epochs in all (a resumed run counts the "
         "epochs it already did)")
-    add("--time-budget", type=float, metavar="SECONDS", help="stop training after this many "
-        "seconds (then validate and save; validation waits for training); default 330 on the "
-        "built-in data, none on --voc-root; 0 for no limit")
+    add("--time-budget", type=at_least(0, float), metavar="SECONDS",
+        help="stop training after this many seconds (then validate and save; validation "
+             "waits for training); default 330 on the built-in data, none on --voc-root; 0 "
+             "for no limit")
     add("-b", "--batch-size", type=COUNT, default=4, help="images per step")
     add("--loss", default="ce", choices=sorted(LOSSES), help="cross-entropy, Dice, focal, "
         "Lovasz-softmax or cross-entropy plus Dice")
@@ -111,7 +113,8 @@ def parser() -> argparse.ArgumentParser:
     add("--weight-decay", type=float, help=f"L2 weight decay (default: "
         f"{defaults('weight_decay')})")
     add("--lr-schedule", default="poly", choices=sorted(optim.SCHEDULES),
-        help="how the learning rate falls over the run")
+        help="how the learning rate falls over the run (step: x0.1 at half and at three "
+             "quarters of it, optim.MilestoneLR)")
     add("--warmup", type=NON_NEGATIVE, default=0, metavar="STEPS",
         help="raise the learning rate linearly over the first STEPS steps")
     add("--recipe", default="default", choices=["default", "reference"],

@@ -2,7 +2,7 @@
 `python -m tinyfcn.data.check ROOT`. Reads every listed sample once and prints a
 report: per split the number of images, bad files with the reason, image sizes,
 how the label files were decoded and the share of pixels per class. Exits 1 if any
-file is bad."""
+file is bad, 2 if the folder or a split file cannot be read."""
 
 from __future__ import annotations
 

@@ -48,12 +48,12 @@ def subset_ids(num_items: int, subset, seed: int) -> np.ndarray:
 def epoch_batches(dataset, indices, batch_size: int, augment, seed: int, epoch: int,
                   skip: int = 0, workers: int = 0, part=(0, 1), shuffle: bool = True,
                   drop_last: bool = True):
-    """Yield (images uint8 (B, h, w, 3), labels uint8 (B, h, w)) for one shuffled epoch,
-    starting at batch `skip`; the last incomplete batch is dropped. With `workers`, that
-    many threads read and augment the next batches ahead. `part` = (rank, ranks) yields
-    only that rank's share of each batch (items rank, rank + ranks, ...). Every item has
-    its own generator seeded by (seed, epoch, batch, item), so the batches are the same
-    with or without workers, for any split between ranks, and after a resume.
+    """Yield (images uint8 (B, h, w, 3), labels uint8 (B, h, w)) for one epoch, shuffled
+    and without the last incomplete batch by default, starting at batch `skip`. With
+    `workers`, that many threads read and augment the next batches ahead. `part` = (rank,
+    ranks) yields only that rank's share of each batch (items rank, rank + ranks, ...).
+    Every item has its own generator seeded by (seed, epoch, batch, item), so the batches
+    are the same with or without workers, for any split between ranks, and after a resume.
 
     `augment(image, label, rng)` may be None (items as the data set gives them);
     `shuffle=False` keeps the order of `indices`; `drop_last=False` yields the last,

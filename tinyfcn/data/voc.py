@@ -42,12 +42,14 @@ def read_class_names(root: Path) -> tuple:
                         f"void ({VOID})")
     return names
 
+
 def check_id(image_id: str, split_file: Path) -> str:
     """An id names files inside the data set: no folders, no '..', no absolute paths."""
     if (not image_id or image_id in (".", "..") or "/" in image_id or "\\" in image_id
             or "\0" in image_id):
         raise DataError(f"{split_file}: id {image_id!r} is not a plain file name")
     return image_id
+
 
 class VOCSegmentation:
     """`ds[i]` -> (image uint8 (H, W, 3), label uint8 (H, W)); `ds.ids`, `ds.class_names`.

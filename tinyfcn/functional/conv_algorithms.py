@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyfcn.functional import conv
 from tinyfcn.functional.conv import (
-    KEEP_COLUMNS_BYTES,
     Conv2d,
     Geometry,
     _input_gradient_geometry,
@@ -233,7 +233,7 @@ def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
     """gW (C_out, K) = gY @ im2col(X).T: in one product where the column matrix is small
     (a tile of a small map would make a thin, slow product), else tile by tile."""
     K, NL = geo.C * geo.kH * geo.kW, g.shape[0] * g.shape[2] * g.shape[3]
-    if K * NL * x.itemsize > KEEP_COLUMNS_BYTES:
+    if K * NL * x.itemsize > conv.KEEP_COLUMNS_BYTES:  # read here: a setting of the user's
         return tiled_weight_gradient(x, g, geo)
     return matmul(_rows(g), geo.im2col(x).T)  # (C_out, N*L) @ (N*L, K)
 

@@ -20,32 +20,43 @@ from tinyfcn.functional._checks import check_float_nchw
 from tinyfcn.tensor import Function, Tensor, as_tensor
 
 
+def _log_softmax_at_labels(logits, target, ignore_index, weight):
+    """(labels (N, 1, H, W), log p_t (N, H, W), softmax, pixel weights (N, H, W)) of a
+    numerically stable log-softmax; void pixels get label 0 and weight 0."""
+    valid = target != ignore_index                                   # (N, H, W)
+    labels = np.where(valid, target, 0)[:, None]                     # (N, 1, H, W)
+    shifted = logits - logits.max(axis=1, keepdims=True)             # largest logit 0: no overflow
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    log_pt = (np.take_along_axis(shifted, labels, axis=1) - np.log(total))[:, 0]
+    pixel_weight = valid.astype(logits.dtype)
+    if weight is not None:
+        pixel_weight *= weight[labels[:, 0]]
+    return labels, log_pt, exp / total, pixel_weight
+
+
+def _reduce(fn, pixel_loss, pixel_weight):
+    """`fn.reduction` of the weighted per-pixel losses; "mean" divides by the weight of the
+    valid pixels (PyTorch's), kept as `fn.denominator` for backward (only void gives 0)."""
+    dtype = pixel_loss.dtype
+    if fn.reduction == "none":
+        return pixel_loss
+    if fn.reduction == "sum":
+        return pixel_loss.sum(dtype=dtype)
+    fn.denominator = max(pixel_weight.sum(dtype=dtype), dtype.type(np.finfo(dtype).tiny))
+    return pixel_loss.sum(dtype=dtype) / fn.denominator
+
+
 class CrossEntropy(Function):
     def __init__(self, target, ignore_index, weight, reduction):
         self.target, self.ignore_index = target, ignore_index
         self.weight, self.reduction = weight, reduction
 
     def forward(self, logits):
-        valid = self.target != self.ignore_index                     # (N, H, W)
-        labels = np.where(valid, self.target, 0)[:, None]            # (N, 1, H, W)
-        shifted = logits - logits.max(axis=1, keepdims=True)         # largest logit 0: no overflow
-        exp = np.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        picked = np.take_along_axis(shifted, labels, axis=1)
-        pixel_loss = (np.log(total) - picked)[:, 0]                  # (N, H, W)
-        dtype = logits.dtype
-        pixel_weight = valid.astype(dtype)
-        if self.weight is not None:
-            pixel_weight *= self.weight[labels[:, 0]]
-        self.softmax, self.labels, self.pixel_weight = exp / total, labels, pixel_weight
-        pixel_loss *= pixel_weight
-        if self.reduction == "none":
-            return pixel_loss
-        if self.reduction == "sum":
-            return pixel_loss.sum(dtype=dtype)
-        # mean over the weight of the valid pixels (PyTorch); a batch of void alone gives 0
-        self.denominator = max(pixel_weight.sum(dtype=dtype), dtype.type(np.finfo(dtype).tiny))
-        return pixel_loss.sum(dtype=dtype) / self.denominator
+        labels, log_pt, self.softmax, pixel_weight = _log_softmax_at_labels(
+            logits, self.target, self.ignore_index, self.weight)
+        self.labels, self.pixel_weight = labels, pixel_weight
+        return _reduce(self, -log_pt * pixel_weight, pixel_weight)
 
     def backward(self, g):
         grad = self.softmax.copy()                                   # d/dlogits = softmax - onehot
@@ -69,17 +80,10 @@ class FocalLoss(Function):
 
     def forward(self, logits):
         dtype = logits.dtype
-        valid = self.target != self.ignore_index                     # (N, H, W)
-        labels = np.where(valid, self.target, 0)[:, None]            # (N, 1, H, W)
-        shifted = logits - logits.max(axis=1, keepdims=True)         # largest logit 0: no overflow
-        exp = np.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        log_pt = (np.take_along_axis(shifted, labels, axis=1) - np.log(total))[:, 0]
+        labels, log_pt, softmax, pixel_weight = _log_softmax_at_labels(
+            logits, self.target, self.ignore_index, self.weight)
         rest = -np.expm1(log_pt)                                     # 1 - p_t, exact near p_t = 1
         modulator = rest ** dtype.type(self.gamma)                   # (N, H, W)
-        pixel_weight = valid.astype(dtype)
-        if self.weight is not None:
-            pixel_weight *= self.weight[labels[:, 0]]
         pixel_loss = -modulator * log_pt * pixel_weight
         # d loss / d logit_j = (onehot_j - p_j) * coefficient, where
         # coefficient = gamma * p_t * (1 - p_t) ** (gamma - 1) * log p_t - (1 - p_t) ** gamma
@@ -88,14 +92,8 @@ class FocalLoss(Function):
             first = np.where(rest > 0, self.gamma * modulator / rest * np.exp(log_pt) * log_pt,
                              dtype.type(0))
         self.coefficient = (first - modulator) * pixel_weight
-        self.softmax, self.labels = exp / total, labels
-        if self.reduction == "none":
-            return pixel_loss
-        if self.reduction == "sum":
-            return pixel_loss.sum(dtype=dtype)
-        # mean over the weight of the valid pixels (as cross_entropy); only void gives 0
-        self.denominator = max(pixel_weight.sum(dtype=dtype), dtype.type(np.finfo(dtype).tiny))
-        return pixel_loss.sum(dtype=dtype) / self.denominator
+        self.softmax, self.labels = softmax, labels
+        return _reduce(self, pixel_loss, pixel_weight)
 
     def backward(self, g):
         grad = -self.softmax                                         # onehot - softmax
