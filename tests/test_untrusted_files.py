@@ -180,7 +180,7 @@ def test_an_npz_holding_a_list_is_refused_where_a_dict_is_expected(tmp_path):
     with pytest.raises(ValueError, match=r"list\.npz holds a list, not a dict"):
         tinyfcn.load(path)
     with pytest.raises(ValueError, match=r"list\.npz holds a list"):
-        tinyfcn.train.init_from(models.fcn32s(3, backbone="lite"), path)  # --init-from
+        models.init_from(models.fcn32s(3, backbone="lite"), path)  # --init-from
 
 
 # --------------------------------------------------- item 6: a file cannot change the reader

@@ -104,8 +104,9 @@ class World:
         if self.size == 1:
             return extra
         flat = self.sum_(flat_gradients(parameters, extra), "the gradients")
-        set_flat_gradients(parameters, flat[:-extra.size])
-        return flat[-extra.size:].astype(np.float64)
+        split = flat.size - extra.size  # (with no extra values, [-0:] would be everything)
+        set_flat_gradients(parameters, flat[:split])
+        return flat[split:].astype(np.float64)
 
     def check_same(self, what: str, value) -> None:
         """Refuse a launch whose ranks disagree on `value` (arguments, data, model)."""
