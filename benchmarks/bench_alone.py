@@ -20,39 +20,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import TRAIN_STEP_GFLOP, machine
+from common import FORWARD_GFLOP, TRAIN_STEP_GFLOP, machine
 
 HERE = Path(__file__).resolve().parent
 
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {here!r})
-from workload import batch, torch_fcn8s_lite
+from workload import batch, torch_passes
 x, target = batch()
 if {which!r} == "tinyfcn":
-    from common import tinyfcn_setup, tinyfcn_step
+    from common import tinyfcn_infer, tinyfcn_setup, tinyfcn_step
     import tinyfcn
     tinyfcn.set_conv_algorithm({algorithm!r})
     model, opt = tinyfcn_setup()
-    step = tinyfcn_step(model, opt, x, target)
-
-    def infer():
-        with tinyfcn.no_grad():
-            model(x)
+    step, infer = tinyfcn_step(model, opt, x, target), tinyfcn_infer(model, x)
 else:  # PyTorch alone: tinyfcn is not even imported
     import torch
-    ref = torch_fcn8s_lite(torch)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
-    xt, tt = torch.tensor(x), torch.tensor(target)
-
-    def step():
-        ref_opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref(xt), tt, ignore_index=255).backward()
-        ref_opt.step()
-
-    def infer():
-        with torch.no_grad():
-            ref(xt)
+    step, infer = torch_passes(torch, x, target)
 def median_s(fn, n):
     fn(); fn()
     times = []
@@ -85,12 +70,12 @@ def main():
               flush=True)
     print(f"\nFCN-8s-lite, batch 8 x 3 x 128 x 128, each alone in turns, {args.pairs} pairs "
           f"(tinyfcn conv2d algorithm: {args.algorithm or 'per layer'})\n")
-    print("| what | tinyfcn ms | PyTorch ms | ratio (median of pairs) | tinyfcn GFLOP/s |")
+    print("| what | tinyfcn ms | PyTorch ms | ratio (median of pairs) | tinyfcn GFLOP/s (FLOPs of direct convolution) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for key, label in (("step", "train step"), ("infer", "inference")):
         ours = np.array([r[key] for r in runs["tinyfcn"]])
         theirs = np.array([r[key] for r in runs["torch"]])
-        gflop = TRAIN_STEP_GFLOP / np.median(ours) if key == "step" else float("nan")
+        gflop = (TRAIN_STEP_GFLOP if key == "step" else FORWARD_GFLOP) / np.median(ours)
         print(f"| {label} | {np.median(ours) * 1000:.0f} | {np.median(theirs) * 1000:.0f} | "
               f"{np.median(ours / theirs):.2f}x | {gflop:.0f} |")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from common import machine, median_ms, timed, tinyfcn_setup, tinyfcn_step
+from common import machine, median_ms, timed, tinyfcn_infer, tinyfcn_setup, tinyfcn_step
 from workload import batch
 
 import tinyfcn
@@ -60,11 +60,7 @@ def main():
     toggle = LEVERS[args.lever]
     x, target = batch()
     model, opt = tinyfcn_setup()
-    step = tinyfcn_step(model, opt, x, target)
-
-    def infer():
-        with tinyfcn.no_grad():
-            model(x)
+    step, infer = tinyfcn_step(model, opt, x, target), tinyfcn_infer(model, x)
 
     print(f"\nlever {args.lever}: medians of {args.repeats} pairs, ms\n")
     print("| pass | off | on | on / off (median of pair ratios) |")

@@ -26,32 +26,16 @@ import json, resource, sys, time
 start = time.perf_counter()
 sys.path.insert(0, {here!r})
 which = {which!r}
-from workload import batch, torch_fcn8s_lite
+from workload import batch, torch_passes
 x, target = batch()
 if which == "tinyfcn":
-    from common import tinyfcn_setup, tinyfcn_step
+    from common import tinyfcn_infer, tinyfcn_setup, tinyfcn_step
     import tinyfcn
     model, opt = tinyfcn_setup()
-    step = tinyfcn_step(model, opt, x, target)
-    xin = tinyfcn.Tensor(x)
-
-    def infer():
-        with tinyfcn.no_grad():
-            model(xin)
+    step, infer = tinyfcn_step(model, opt, x, target), tinyfcn_infer(model, tinyfcn.Tensor(x))
 else:  # PyTorch alone: tinyfcn is not even imported
     import torch
-    ref = torch_fcn8s_lite(torch)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
-    xt, tt = torch.tensor(x), torch.tensor(target)
-
-    def step():
-        ref_opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref(xt), tt).backward()
-        ref_opt.step()
-
-    def infer():
-        with torch.no_grad():
-            ref(xt)
+    step, infer = torch_passes(torch, x, target)
 step()
 first = time.perf_counter() - start
 for _ in range(2):

@@ -16,13 +16,12 @@ from common import (
     machine,
     median_ms,
     timed,
+    tinyfcn_infer,
     tinyfcn_setup,
     tinyfcn_step,
     try_torch,
 )
-from workload import batch, torch_fcn8s_lite
-
-import tinyfcn
+from workload import batch, torch_passes
 
 
 def main():
@@ -32,28 +31,12 @@ def main():
     print(f"Machine: {machine()}")
     x, target = batch()
     model, opt = tinyfcn_setup()
-    ours_train = tinyfcn_step(model, opt, x, target)
-
-    def ours_infer():
-        with tinyfcn.no_grad():
-            model(x)
+    ours_train, ours_infer = tinyfcn_step(model, opt, x, target), tinyfcn_infer(model, x)
 
     torch = try_torch()
     peers = {}
     if torch is not None:
-        ref = torch_fcn8s_lite(torch, model.state_dict())
-        ref_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
-        xt, tt = torch.tensor(x), torch.tensor(target)
-
-        def torch_train():
-            ref_opt.zero_grad()
-            torch.nn.functional.cross_entropy(ref(xt), tt, ignore_index=255).backward()
-            ref_opt.step()
-
-        def torch_infer():
-            with torch.no_grad():
-                ref(xt)
-
+        torch_train, torch_infer = torch_passes(torch, x, target, model.state_dict())
         peers = {"train": torch_train, "infer": torch_infer}
     rows = []
     for name, ours, gflop in (("train step", ours_train, TRAIN_STEP_GFLOP),
@@ -68,7 +51,7 @@ def main():
                 peer_times.append(p)
         rows.append((name, median_ms(times), median_ms(peer_times), gflop))
     print(f"\nFCN-8s-lite, batch 8 x 3 x 128 x 128, medians of {args.repeats} interleaved runs\n")
-    print("| what | tinyfcn ms | PyTorch ms | ratio | tinyfcn GFLOP/s |")
+    print("| what | tinyfcn ms | PyTorch ms | ratio | tinyfcn GFLOP/s (FLOPs of direct convolution) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, ours_ms, peer_ms, gflop in rows:
         ratio = ours_ms / peer_ms if np.isfinite(peer_ms) else float("nan")

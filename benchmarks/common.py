@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import numpy as np
+import threadpoolctl
 from workload import BATCH, CLASSES
 
 import tinyfcn
@@ -26,7 +27,11 @@ def machine() -> str:
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown CPU"
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{cpu}, {cores} cores, Python {platform.python_version()}"
+    blas = next((f"{i['internal_api']} {i['version']}, {i.get('architecture')} kernel"
+                 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"),
+                "BLAS unknown")
+    return (f"{cpu}, {cores} cores, Python {platform.python_version()}, "
+            f"NumPy {np.__version__} ({blas})")
 
 
 def try_torch():
@@ -54,6 +59,13 @@ def tinyfcn_step(model, opt, x, target):
         F.cross_entropy(model(x), target).backward()
         opt.step()
     return step
+
+
+def tinyfcn_infer(model, x):
+    def infer():
+        with tinyfcn.no_grad():
+            model(x)
+    return infer
 
 
 def tinyfcn_setup():

@@ -52,3 +52,21 @@ def torch_fcn8s_lite(torch, state_dict=None):
     if state_dict is not None:
         model.load_state_dict({k: torch.tensor(v) for k, v in state_dict.items()})
     return model
+
+
+def torch_passes(torch, x, target, state_dict=None):
+    """(training step, inference) of FCN-8s-lite in PyTorch on the batch `x`, `target`: SGD
+    with momentum, cross-entropy with void 255, as tinyfcn's step (benchmarks/common.py)."""
+    model = torch_fcn8s_lite(torch, state_dict)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    xt, tt = torch.tensor(x), torch.tensor(target)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt), tt, ignore_index=255).backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(xt)
+    return step, infer
