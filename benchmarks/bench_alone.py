@@ -70,7 +70,8 @@ def main():
               flush=True)
     print(f"\nFCN-8s-lite, batch 8 x 3 x 128 x 128, each alone in turns, {args.pairs} pairs "
           f"(tinyfcn conv2d algorithm: {args.algorithm or 'per layer'})\n")
-    print("| what | tinyfcn ms | PyTorch ms | ratio (median of pairs) | tinyfcn GFLOP/s (FLOPs of direct convolution) |")
+    print("| what | tinyfcn ms | PyTorch ms | ratio (median of pairs) "
+          "| tinyfcn GFLOP/s (FLOPs of direct convolution) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for key, label in (("step", "train step"), ("infer", "inference")):
         ours = np.array([r[key] for r in runs["tinyfcn"]])

@@ -51,7 +51,8 @@ def main():
                 peer_times.append(p)
         rows.append((name, median_ms(times), median_ms(peer_times), gflop))
     print(f"\nFCN-8s-lite, batch 8 x 3 x 128 x 128, medians of {args.repeats} interleaved runs\n")
-    print("| what | tinyfcn ms | PyTorch ms | ratio | tinyfcn GFLOP/s (FLOPs of direct convolution) |")
+    print("| what | tinyfcn ms | PyTorch ms | ratio "
+          "| tinyfcn GFLOP/s (FLOPs of direct convolution) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, ours_ms, peer_ms, gflop in rows:
         ratio = ours_ms / peer_ms if np.isfinite(peer_ms) else float("nan")

@@ -204,18 +204,33 @@ def tiled_input_gradient(g: np.ndarray, w: np.ndarray, geo: Geometry) -> np.ndar
     return gx
 
 
-class TiledConv2d(Function):
-    """conv2d as im2col + GEMM in cache-sized tiles of output rows; backward keeps the
-    input (not its column matrix) and rebuilds the tiles it needs."""
+class _AlgorithmConv2d(Function):
+    """What the faster conv2d Functions share: the geometry, what backward keeps, and the
+    bias gradient."""
 
     def __init__(self, geo: Geometry):
         self.geo = geo
 
-    def forward(self, x, w, b=None):
-        x = np.ascontiguousarray(x)
-        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
+    def _keep(self, x, w):
+        """The input for the weight gradient, the weight for the input gradient, if needed."""
+        self.x = x if self.needs_input_grad[1] else None
         self.w = w if self.needs_input_grad[0] else None
         self.w_shape = w.shape
+
+    def _with_bias_gradient(self, gx, gw, g):
+        self.x = None
+        if len(self.needs_input_grad) == 2:  # called without a bias
+            return gx, gw
+        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+
+
+class TiledConv2d(_AlgorithmConv2d):
+    """conv2d as im2col + GEMM in cache-sized tiles of output rows; backward keeps the
+    input (not its column matrix) and rebuilds the tiles it needs."""
+
+    def forward(self, x, w, b=None):
+        x = np.ascontiguousarray(x)
+        self._keep(x, w)
         return tiled_conv(x, np.ascontiguousarray(w).reshape(w.shape[0], -1), self.geo, b)
 
     def backward(self, g):
@@ -223,10 +238,7 @@ class TiledConv2d(Function):
         gx = tiled_input_gradient(g, self.w, self.geo) if self.needs_input_grad[0] else None
         gw = (tiled_weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
               if self.needs_input_grad[1] else None)
-        self.x = None
-        if len(self.needs_input_grad) == 2:  # called without a bias
-            return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return self._with_bias_gradient(gx, gw, g)
 
 
 def weight_gradient(x: np.ndarray, g: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -334,18 +346,13 @@ def _winograd_weight_gradient_bands(x, g, geo: Geometry, tH: int, tW: int) -> np
     return winograd.filter_transform_adjoint(sum(in_parallel(work, len(shares))))
 
 
-class WinogradConv2d(Function):
+class WinogradConv2d(_AlgorithmConv2d):
     """Forward and input gradient (the flipped-kernel convolution, itself a stride-1 3x3
     conv) by Winograd's F(2x2, 3x3); the weight gradient as im2col's, gY @ im2col(X).T."""
 
-    def __init__(self, geo: Geometry):
-        self.geo = geo
-
     def forward(self, x, w, b=None):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
-        self.w = w if self.needs_input_grad[0] else None
-        self.w_shape = w.shape
+        self._keep(x, w)
         return winograd_conv(x, w, self.geo, b)
 
     def backward(self, g):
@@ -365,10 +372,7 @@ class WinogradConv2d(Function):
                 gw = winograd_weight_gradient(self.x, g, self.geo)
             else:
                 gw = weight_gradient(self.x, g, self.geo).reshape(self.w_shape)
-        self.x = None
-        if len(self.needs_input_grad) == 2:  # called without a bias
-            return gx, gw
-        return gx, gw, g.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return self._with_bias_gradient(gx, gw, g)
 
 
 # The weight gradient too by Winograd's transforms (fewer multiplications), except where a
@@ -380,18 +384,13 @@ WINOGRAD_WEIGHT_GRADIENT_CHANNELS = 64
 
 # ---------------------------------------------------------------- "direct"
 
-class DirectConv2d(Function):
+class DirectConv2d(_AlgorithmConv2d):
     """Forward by direct convolution (tinyfcn.kernels.direct); the gradients as
     "im2col-tiled" computes them."""
 
-    def __init__(self, geo: Geometry):
-        self.geo = geo
-
     def forward(self, x, w, b=None):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        self.x = x if self.needs_input_grad[1] else None  # keep only what backward needs
-        self.w = w if self.needs_input_grad[0] else None
-        self.w_shape = w.shape
+        self._keep(x, w)
         geo = self.geo
         bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else b
         return conv2d_direct(x, w, bias, geo.sH, geo.sW, geo.pH, geo.pW, geo.dH, geo.dW,

@@ -64,24 +64,23 @@ class Module:
     def modules(self) -> Iterator[Module]:
         return (m for _, m in self.named_modules())
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def _named(self, kind: type, prefix: str = "") -> Iterator[tuple[str, object]]:
+        """Every attribute of type `kind` here and in the submodules, by dotted name."""
         for name, value in vars(self).items():
             full = f"{prefix}.{name}" if prefix else name
-            if isinstance(value, Parameter):
+            if isinstance(value, kind):
                 yield full, value
             elif isinstance(value, Module):
-                yield from value.named_parameters(full)
+                yield from value._named(kind, full)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        return self._named(Parameter, prefix)
 
     def parameters(self) -> Iterator[Parameter]:
         return (p for _, p in self.named_parameters())
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
-        for name, value in vars(self).items():
-            full = f"{prefix}.{name}" if prefix else name
-            if isinstance(value, Buffer):
-                yield full, value
-            elif isinstance(value, Module):
-                yield from value.named_buffers(full)
+        return self._named(Buffer, prefix)
 
     def buffers(self) -> Iterator[Buffer]:
         return (b for _, b in self.named_buffers())
