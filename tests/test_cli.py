@@ -222,3 +222,17 @@ def test_train_refuses_a_negative_time_budget_as_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         parser().parse_args(["--time-budget", "-5"])
     assert info.value.code == 2 and "--time-budget: must be >= 0, got -5" in capsys.readouterr().err
+
+
+def test_plot_runs_names_the_loss_of_runs_trained_with_different_ones(tmp_path, capsys):
+    from tinyfcn.cli import plot_runs
+    for name, loss in (("a", ["cross_entropy"]), ("b", ["focal_loss"])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps([{"epoch": 1, "mean_iou": 0.5}]))
+        (run / "config.json").write_text(json.dumps({"loss": loss}))
+    assert plot_runs.main([str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--out", str(tmp_path / "runs.png")]) == 0
+    out = capsys.readouterr().out
+    assert "a (cross_entropy)" in out and "b (focal_loss)" in out  # losses on other scales
+    assert (tmp_path / "runs.png").is_file()

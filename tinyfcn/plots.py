@@ -29,14 +29,21 @@ def _log_scale(ax, values) -> None:
     if len(values) and min(values) > 0:
         from matplotlib.ticker import FuncFormatter
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        # minor ticks labelled at 2x and 5x a power of ten only: all of them overlap
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda value, _: f"{value:g}" if _leading_digit(value) in (2, 5) else ""))
 
 
-def _whole_epochs(ax) -> None:
+def _leading_digit(value: float) -> int:
+    return round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+
+
+def _whole_epochs(ax, last_epoch: int) -> None:
+    """Whole epochs from 0 to the run's last, so a run validated once still shows where."""
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0, max(last_epoch, 1) + 0.5)
 
 
 def moving_average(values, window: int) -> np.ndarray:
@@ -68,7 +75,7 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
                               ("pixel_acc", "pixel accuracy", "tab:green")):
         right.plot(epochs, [r[key] for r in history], "o-", color=color, label=name)
     right.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation")
-    _whole_epochs(right)
+    _whole_epochs(right, max([*epochs, *(r["epoch"] for r in steps)], default=1))
     right.grid(alpha=0.3)
     if history:
         right.legend()
@@ -77,13 +84,16 @@ def training_curve(steps: list, history: list, path, label: str = "") -> None:
 
 def per_class_iou(scores: dict, path, title: str = "per-class IoU (validation)") -> None:
     names = list(scores["per_class_iou"])
-    values = [0.0 if math.isnan(v) else v for v in scores["per_class_iou"].values()]
+    values = list(scores["per_class_iou"].values())
+    absent = [math.isnan(v) for v in values]  # in neither ground truth nor prediction
     fig = _figure(max(5, 0.4 * len(names) + 2), 4)
     ax = fig.subplots()
-    bars = ax.bar(range(len(names)), values, color="tab:blue")
-    for bar, v in zip(bars, scores["per_class_iou"].values()):
-        if math.isnan(v):
-            bar.set_color("lightgrey")  # absent from ground truth and prediction
+    ax.bar(range(len(names)), [1.0 if a else v for a, v in zip(absent, values)],
+           color=["whitesmoke" if a else "tab:blue" for a in absent],
+           edgecolor=["lightgrey" if a else "none" for a in absent])
+    for i in np.flatnonzero(absent):  # a full pale bar, so absent never reads as IoU 0
+        ax.text(i, 0.5, "absent", rotation=90, ha="center", va="center", fontsize=8,
+                color="grey")
     ax.axhline(scores["mean_iou"], color="tab:red", ls="--",
                label=f"mean IoU {scores['mean_iou']:.3f}")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
@@ -114,7 +124,7 @@ def compare_runs(runs: dict, path) -> None:
     moving average of each run's loss, and its validation mIoU per epoch."""
     fig = _figure(11, 4)
     left, right = fig.subplots(1, 2)
-    all_losses = []
+    all_losses, last_epoch = [], 1
     for name, (steps, history) in runs.items():
         if steps:
             steps_per_epoch = max(r["step"] for r in steps)
@@ -122,11 +132,12 @@ def compare_runs(runs: dict, path) -> None:
             loss = [r["loss"] for r in steps]
             all_losses += loss
             left.plot(x, moving_average(loss, max(1, len(loss) // 20)), label=name)
+        last_epoch = max([last_epoch, *(r["epoch"] for r in history)])
         scored = [r for r in history if not math.isnan(r["mean_iou"])]
         right.plot([r["epoch"] for r in scored], [r["mean_iou"] for r in scored], "o-",
                    label=name)
     _log_scale(left, all_losses)
-    _whole_epochs(right)
+    _whole_epochs(right, last_epoch)
     left.set(xlabel="epoch", ylabel="training loss (moving average)", title="training loss")
     right.set(xlabel="epoch", ylabel="mean IoU", ylim=(0, 1), title="validation mean IoU")
     right.grid(alpha=0.3)

@@ -4,7 +4,8 @@
 
 Reads each run folder's log.csv and metrics.json (written by tinyfcn-train) and draws
 the loss (moving average, log scale) and the validation mean IoU per epoch, one line
-per run, named by its folder.
+per run, named by its folder (and by its loss function where the runs trained with
+different ones: their losses are then on different scales, and only mIoU compares them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def read_run(folder: Path) -> tuple[list, list]:
     return steps, history
 
 
+def loss_name(folder: Path) -> str:
+    """The loss a run trained with, as its config.json records it (cross-entropy for runs
+    from before --loss)."""
+    try:
+        terms = json.loads((folder / "config.json").read_text()).get("loss")
+    except (OSError, ValueError, AttributeError):
+        terms = None
+    return "+".join(terms) if isinstance(terms, list) and terms else "cross_entropy"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +56,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     # each run is named by its folder, or by its whole path where two folders share a name
     names = [folder.resolve().name for folder in args.runs]
+    losses = [loss_name(folder) for folder in args.runs]
+    if len(set(losses)) > 1:
+        names = [f"{name} ({loss})" for name, loss in zip(names, losses)]
     runs = {}
     try:
         for folder, name in zip(args.runs, names):

@@ -237,8 +237,10 @@ def main(argv=None) -> int:
             if not args.no_overlay:
                 picture = overlay(image, pred, args.opacity, colors)
                 if args.legend:
+                    # background is left clear in an overlay: not in its legend either
+                    legend = class_legend([pred[pred > 0]], class_list, colors)
                     picture = panel([[picture]], height=picture.shape[0], gap=0,
-                                    legend=class_legend([pred], class_list, colors))
+                                    legend=legend)
                 write_image(args.out / f"{name}-overlay.png", picture)
             written += 1
             print(f"{path}: {', '.join(class_list[c] for c in np.unique(pred))}")

@@ -37,6 +37,8 @@ def panel(rows, height: int = 128, gap: int = 4, titles=None, legend=None) -> np
         rendered.append(np.concatenate(cells[:-1], axis=1))
         starts = starts or xs
     width = max(r.shape[1] for r in rendered)
+    if legend:  # at least as wide as the widest entry, so no class name is cut
+        width = max(width, max(24 + _text_width(name) for name, _ in legend))
     out = []
     if titles:
         out.append(_strip(width, [(x + w // 2, title) for (x, w), title in zip(starts, titles)]))
@@ -55,6 +57,10 @@ def _font():
         return ImageFont.load_default()
 
 
+def _text_width(text: str) -> int:
+    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=_font()))
+
+
 def _strip(width: int, centred_texts, height: int = 20) -> np.ndarray:
     canvas = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(canvas), _font()
@@ -68,7 +74,7 @@ def _legend(width: int, entries, line: int = 18) -> np.ndarray:
     font = _font()
     placed, x, y = [], 4, 2
     for name, color in entries:
-        size = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name, font=font))
+        size = _text_width(name)
         if x + 16 + size > width and x > 4:
             x, y = 4, y + line
         placed.append((x, y, name, color))
