@@ -145,14 +145,55 @@ def test_tensors_are_views_of_their_storage_never_copies(tmp_path, fmt):
     np.testing.assert_array_equal(state["v199"], np.arange(1000))
 
 
-def test_a_storage_entry_is_sized_before_it_is_inflated(tmp_path):
-    """The pickle says 4 floats, the zip entry inflates to 16 MB (from 16 kB): refused by the
-    sizes in the zip directory, before inflating."""
-    path = zip_pth(tmp_path / "bomb.pth", dict_of(w=tensor("0", 4, (4,), (1,))),
+def test_a_storage_entry_is_sized_before_it_is_read(tmp_path):
+    """The pickle says 4 floats, the zip directory 1 MB: refused by the sizes in the zip
+    directory, before anything is read."""
+    path = zip_pth(tmp_path / "big.pth", dict_of(w=tensor("0", 4, (4,), (1,))),
+                   {"0": bytes(1 << 20)})
+    with pytest.raises(ValueError, match=r"big\.pth: storage 0 holds 1048576 bytes"):
+        tinyfcn.load(path)
+
+
+def test_a_compressed_entry_is_refused_before_it_is_inflated(tmp_path):
+    """torch.save stores its entries; a deflated one (here 16 kB that would inflate to the
+    16 MB the pickle claims) is refused before anything is inflated."""
+    path = zip_pth(tmp_path / "bomb.pth", dict_of(w=tensor("0", 4 << 20, (4 << 20,), (1,))),
                    {"0": bytes(16 << 20)}, compress=zipfile.ZIP_DEFLATED)
     assert path.stat().st_size < 100_000
-    with pytest.raises(ValueError, match=r"bomb\.pth: storage 0 holds 16777216 bytes"):
+    with pytest.raises(ValueError, match=r"bomb\.pth: archive/data/0 is compressed"):
         tinyfcn.load(path)
+
+
+def test_nesting_is_bounded_before_the_unpickler_runs(tmp_path):
+    """A million-deep tuple used as a dict key: the C unpickler would hash it, recursing
+    until the interpreter crashes (a subprocess, so a crash fails the test, not the run)."""
+    body = b"}" + b")" + b"\x85" * 1_000_000 + b"Ns"  # {(((...),),): None}
+    path = zip_pth(tmp_path / "deep.pth", body)
+    code = ("import tinyfcn, sys\n"
+            "try:\n    tinyfcn.load(sys.argv[1])\n"
+            "except ValueError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert "deep.pth: damaged checkpoint (nested deeper than" in run.stdout
+
+
+def test_a_memo_index_past_the_opcodes_is_refused(tmp_path):
+    """LONG_BINPUT 2**26 in a 100-byte file: the unpickler would grow its memo table to
+    that index (about 1 GB) before anything else is checked."""
+    path = zip_pth(tmp_path / "memo.pth", b"}r" + (1 << 26).to_bytes(4, "little"))
+    with pytest.raises(ValueError, match=r"memo\.pth: damaged checkpoint \(memo index"):
+        tinyfcn.load(path)
+
+
+def test_a_real_state_dict_with_long_lists_is_not_too_deep(tmp_path):
+    """The depth bound counts nesting, not how many times a container is filled: a list
+    filled by APPENDS in many batches stays one level deep."""
+    path = tmp_path / "long.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"ids": list(range(5000))},
+                                                          protocol=2))
+    assert tinyfcn.load(path)["ids"] == list(range(5000))
 
 
 # ------------------------------------------------------- item 4: .npz names shared entries

@@ -176,13 +176,61 @@ class _Unpickler(pickle.Unpickler):
         return known
 
 
+# opcodes that add to the container below their arguments rather than make a new object
+_FILLING = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _walk(stream, path) -> None:
+    """Read every opcode of the next pickle without running it, simulating its stack with
+    each object's nesting depth. That reads every argument, so an unknown opcode or a
+    length past the end fails here; and nesting past MAX_DEPTH (the C unpickler would
+    hash a million-deep tuple used as a key, recursing until it crashes) or a memo index
+    beyond the opcodes seen (the unpickler grows its memo table to the index) is refused
+    before the unpickler allocates anything."""
+    stack, memo, mark = [], {}, object()
+    for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
+        if op.name in _MEMO_PUTS or op.name == "MEMOIZE":
+            index = len(memo) if op.name == "MEMOIZE" else arg
+            if not 0 <= index <= count:
+                raise ValueError(f"{path}: damaged checkpoint (memo index {index})")
+            memo[index] = stack[-1] if stack and stack[-1] is not mark else 0
+            continue
+        if op.name in _MEMO_GETS:
+            stack.append(memo.get(arg, 0))
+            continue
+        if op.name == "DUP":
+            stack.append(stack[-1] if stack else 0)
+            continue
+        before = list(op.stack_before)
+        popped = []
+        if pickletools.markobject in before:
+            while stack and stack[-1] is not mark:
+                popped.append(stack.pop())
+            if stack:
+                stack.pop()
+            before = before[:before.index(pickletools.markobject)]
+        below = [stack.pop() for _ in before if stack and stack[-1] is not mark]
+        for item in op.stack_after:
+            if item is pickletools.markobject:
+                stack.append(mark)
+                continue
+            if op.name in _FILLING and below:  # the container keeps its place
+                depth = max(below[-1], 1 + max([*popped, *below[:-1]], default=-1))
+            else:
+                depth = 1 + max([*popped, *below], default=-1)
+            if depth > MAX_DEPTH:
+                raise ValueError(f"{path}: damaged checkpoint (nested deeper than "
+                                 f"{MAX_DEPTH})")
+            stack.append(depth)
+
+
 def _load_pickle(stream, path, storages: dict):
-    """The next pickle of `stream` (in memory or mapped, so a read never exceeds the data).
-    Its opcodes are walked first: that reads every argument, so an unknown opcode or a
-    length past the end fails before the unpickler allocates what the length says."""
+    """The next pickle of `stream` (in memory or mapped, so a read never exceeds the data),
+    walked first (see `_walk`)."""
     start = stream.tell()
-    for _ in pickletools.genops(stream):
-        pass
+    _walk(stream, path)
     stream.seek(start)
     return _Unpickler(stream, path, storages).load()
 
@@ -232,6 +280,11 @@ def _read_zip(path: Path):
         if (f"{prefix}byteorder" in names
                 and archive.open(f"{prefix}byteorder").read(16) != b"little"):
             raise ValueError(f"{path}: big-endian checkpoints are not supported")
+        compressed = [i.filename for i in archive.infolist()
+                      if i.compress_type != zipfile.ZIP_STORED]
+        if compressed:  # torch.save stores; a compressed entry could inflate to anything
+            raise ValueError(f"{path}: {compressed[0]} is compressed, which torch.save never "
+                             f"writes (a damaged or forged checkpoint)")
         info = archive.getinfo(pickles[0])
         if info.file_size > MAX_PICKLE_BYTES:
             raise ValueError(f"{path}: {pickles[0]} is {info.file_size} bytes, more than "
