@@ -4,6 +4,7 @@ read with the same guards; 16-bit images keep their range; indexed color masks a
 by color; text files in other encodings are named."""
 
 import io
+import os
 import struct
 import zlib
 
@@ -318,3 +319,13 @@ def test_training_names_a_split_file_in_another_encoding(tmp_path, capsys):
     split.write_bytes(split.read_text().encode("utf-16"))
     assert train.main(["--voc-root", str(root), "--out", str(tmp_path / "run")]) == 2
     assert "train.txt: is UTF-16 text; save it as UTF-8" in capsys.readouterr().err
+
+
+def test_a_text_file_that_is_a_device_or_a_fifo_is_refused_not_read(tmp_path):
+    """class_names.txt linked to /dev/zero read until memory ran out; a FIFO blocked."""
+    from tinyfcn.data.text import read_lines
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.txt")
+    for name in ("zero.txt", "fifo.txt"):
+        with pytest.raises(DataError, match=rf"{name}: is not a regular file"):
+            read_lines(tmp_path / name)

@@ -5,6 +5,7 @@ The hostile files are built here, byte by byte (pickle opcodes, zip entries, npz
 tiny and without torch; each would exhaust memory or time, crash, or silently change
 results on the readers before these fixes."""
 
+import io
 import json
 import pickle
 import pickletools
@@ -425,3 +426,17 @@ def test_copy_params_from_vgg16_wants_exact_shapes_not_element_counts():
     fcn.copy_params_from_vgg16(state)  # the FC weight (out, in) is convolutionalized
     np.testing.assert_array_equal(fcn.fc6.weight.data.reshape(512, -1),
                                   state["classifier.0.weight"])
+
+
+def test_an_npz_shape_too_large_for_int64_is_one_value_error(tmp_path):
+    """A 2**64-element shape in an .npy header (an OverflowError traceback before)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2 ** 64,)})
+    good = npz_with_header(tmp_path / "good.npz", {"a": 0}, a0=np.zeros(2))
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__tinyfcn__.npy", source.read("__tinyfcn__.npy"))
+        archive.writestr("a0.npy", header.getvalue() + bytes(16))
+    with pytest.raises(ValueError, match=r"huge\.npz"):
+        tinyfcn.load(path)

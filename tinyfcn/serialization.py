@@ -16,6 +16,7 @@ in `.pth` files and every range is checked before it is read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zipfile
@@ -31,7 +32,7 @@ from tinyfcn.torchfile import read_torch_file
 FORMAT = "tinyfcn-checkpoint"
 VERSION = 2          # 1: arrays named by their path in the dict, dicts untagged (still read)
 HEADER = "__tinyfcn__"
-MAX_HEADER_BYTES = 64 << 20
+MAX_HEADER_BYTES = 16 << 20  # the JSON structure of a checkpoint: kilobytes in practice
 MAX_DEPTH = 64
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                       (2, 0): np.lib.format.read_array_header_2_0}
@@ -269,7 +270,9 @@ def _read_entry(archive: zipfile.ZipFile, name: str, path, limit=None) -> np.nda
         shape, fortran, dtype = read_header(f)
         if dtype.hasobject:
             raise ValueError(f"{path}: entry {name} holds Python objects")
-        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if any(n < 0 for n in shape):
+            raise ValueError(f"{path}: entry {name} declares a negative size {shape}")
+        expected = f.tell() + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
         if expected != info.file_size:
             raise ValueError(f"{path}: entry {name} declares {shape} {dtype} but holds "
                              f"{info.file_size} bytes")

@@ -71,8 +71,8 @@ def _decode(path, im, what: str, convert):
 def _to_rgb(path, im: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 from any mode; 16-bit grey keeps its range (its top 8 bits)."""
     if im.mode == "I" or im.mode.startswith("I;16"):
-        grey = np.asarray(im, dtype=np.int64)
-        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+        grey = np.asarray(im)  # uint16 (I;16), or int32 (I): no wider copy of the image
+        if im.mode == "I" and grey.size and (grey.min() < 0 or grey.max() > 65535):
             raise DataError(f"{path}: 32-bit pixels ({grey.min()}..{grey.max()}) are not an "
                             f"image tinyfcn reads; save it with 8 or 16 bits per channel")
         return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
